@@ -1,0 +1,134 @@
+//! Samples that scaling decisions are made of.
+
+use hdrhistogram::Histogram;
+
+/// Resource metrics a [`crate::MetricSource`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ResourceMetric {
+    /// Cpu use, percent of one core (or of the cpu request).
+    Cpu,
+    /// Memory use, percent of the limit (or request).
+    Memory,
+    /// GPU utilisation, percent.
+    Gpu,
+    /// GPU memory in use, percent.
+    GpuMemory,
+}
+
+/// One resource metric of one deployment: the average over the replicas that reported it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ResourceSample {
+    /// What was measured.
+    pub metric: ResourceMetric,
+    /// Average percent over reporting replicas.
+    pub percent: f64,
+    /// How many replicas reported; replicas without a sample are not in the average.
+    pub replicas: u32,
+}
+
+/// Request latency in microseconds, mergeable across activators.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram(Histogram<u64>);
+
+/// Highest latency recorded exactly: one hour. Longer requests count as one hour.
+const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self(
+            Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 2)
+                .expect("static histogram bounds are valid"),
+        )
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one request's latency.
+    pub fn record(&mut self, micros: u64) {
+        self.0
+            .saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
+    }
+
+    /// Adds another histogram's counts.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        // Both share the same bounds, so adding cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+
+    /// Requests recorded.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Mean latency in seconds, `None` when empty.
+    pub fn mean_secs(&self) -> Option<f64> {
+        (self.count() > 0).then(|| self.0.mean() / 1e6)
+    }
+
+    /// Latency at quantile `q` (0.0 to 1.0) in seconds, `None` when empty.
+    pub fn quantile_secs(&self, q: f64) -> Option<f64> {
+        (self.count() > 0).then(|| self.0.value_at_quantile(q) as f64 / 1e6)
+    }
+
+    /// Largest latency in seconds, `None` when empty.
+    pub fn max_secs(&self) -> Option<f64> {
+        (self.count() > 0).then(|| self.0.max() as f64 / 1e6)
+    }
+
+    /// Forgets every recording.
+    pub fn clear(&mut self) {
+        self.0.reset();
+    }
+}
+
+/// What the activators saw of one deployment since the previous snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct TrafficSnapshot {
+    /// Requests in flight to replicas now.
+    pub in_flight: u32,
+    /// Requests parked, waiting for a replica, now.
+    pub parked: u32,
+    /// Requests that arrived since the previous snapshot.
+    pub arrived: u64,
+    /// Integral of requests in flight or parked over time since the previous snapshot, in
+    /// request-seconds: divided by the interval it is the average concurrency.
+    pub concurrency_seconds: f64,
+    /// Latency of requests completed since the previous snapshot.
+    pub latency: LatencyHistogram,
+}
+
+impl TrafficSnapshot {
+    /// Adds another activator's snapshot of the same deployment and interval.
+    pub fn merge(&mut self, other: &TrafficSnapshot) {
+        self.in_flight += other.in_flight;
+        self.parked += other.parked;
+        self.arrived += other.arrived;
+        self.concurrency_seconds += other.concurrency_seconds;
+        self.latency.merge(&other.latency);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_merge_across_activators() {
+        let mut a = LatencyHistogram::default();
+        let mut b = LatencyHistogram::default();
+        for _ in 0..90 {
+            a.record(10_000);
+        }
+        for _ in 0..10 {
+            b.record(1_000_000);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), 100);
+        let p50 = a.quantile_secs(0.5).expect("non-empty");
+        let p99 = a.quantile_secs(0.99).expect("non-empty");
+        assert!((p50 - 0.01).abs() < 0.001, "{p50}");
+        assert!((p99 - 1.0).abs() < 0.02, "{p99}");
+        assert!(LatencyHistogram::default().mean_secs().is_none());
+    }
+}
