@@ -121,3 +121,11 @@ pub trait Wake: Send + Sync {
     /// Asks for a replica of `key` now, without waiting for the next tick.
     fn wake(&self, key: &DeploymentKey);
 }
+
+/// What the activators saw of each deployment's traffic: in-process in embedded mode, scraped
+/// from every activator pod on Kubernetes.
+pub trait TrafficSource: Send + Sync {
+    /// Traffic since the previous call for this deployment (counters restart at each call), or
+    /// `None` when no activator knows the deployment. Only the autoscaler calls it.
+    fn take_snapshot(&self, key: &DeploymentKey) -> Option<crate::TrafficSnapshot>;
+}

@@ -1,0 +1,1 @@
+//! lull's data plane: routing, parking queue, wake, proxying, request stats

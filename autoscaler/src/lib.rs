@@ -1,0 +1,1 @@
+//! lull's control plane: the decision engine and the scaling loop

@@ -1,0 +1,1 @@
+//! lull's embedded backend: replicas as supervised child processes
