@@ -129,3 +129,10 @@ pub trait TrafficSource: Send + Sync {
     /// `None` when no activator knows the deployment. Only the autoscaler calls it.
     fn take_snapshot(&self, key: &DeploymentKey) -> Option<crate::TrafficSnapshot>;
 }
+
+/// How many requests the activators have in flight to one replica, so a backend can let a
+/// draining replica finish its work before it is signalled to stop.
+pub trait ReplicaLoad: Send + Sync {
+    /// Requests in flight to `replica` now.
+    fn in_flight(&self, replica: &ReplicaId) -> usize;
+}
