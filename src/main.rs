@@ -1,1 +1,92 @@
-fn main() {}
+//! `lull`: a serverless-style autoscaler and scale-to-zero runtime for HTTP services.
+//!
+//! This file holds the command line and dispatches to one module per subcommand in
+//! [`commands`]. Exit status: 0 on success, 1 when the command fails (invalid specs, a missing
+//! secret, an unreadable store), 2 on a usage error.
+
+mod commands;
+mod secret_store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Keeps HTTP services between their min and max replicas, shuts them down when idle and wakes
+/// them on the first request.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lull",
+    version,
+    after_help = "\
+Examples:
+  lull validate examples/
+  lull render examples/scale-to-zero.yaml --target kube | kubectl apply -f -
+  lull secret set hfToken < token.txt
+  lull completions bash > ~/.local/share/bash-completion/completions/lull"
+)]
+pub struct Cli {
+    /// Directory for lull's state, such as the secret store.
+    /// Default: the platform's data directory plus `lull` (~/.local/share/lull on Linux).
+    #[arg(long, global = true, env = "LULL_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check spec files and report every error and warning with its file, line and column.
+    Validate(commands::validate::Args),
+    /// Write the Kubernetes objects of spec files as YAML.
+    Render(commands::render::Args),
+    /// Store, list and remove the secrets that specs reference as `secret:NAME`.
+    #[command(subcommand)]
+    Secret(commands::secret::Command),
+    /// Write a shell completion script.
+    Completions(commands::completions::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(args) => commands::validate::run(&args),
+        Command::Render(args) => commands::render::run(&args),
+        Command::Secret(command) => commands::secret::run(command, &state_dir(cli.state_dir)?),
+        Command::Completions(args) => Ok(commands::completions::run(&args)),
+    }
+}
+
+/// `--state-dir`, else the platform's data directory, else ~/.local/share/lull.
+fn state_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir);
+    }
+    dirs::data_dir()
+        .map(|dir| dir.join("lull"))
+        .or_else(|| dirs::home_dir().map(|home| home.join(".local/share/lull")))
+        .context("cannot find a home directory to keep lull's state in; pass --state-dir DIR or set LULL_STATE_DIR")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
