@@ -42,7 +42,17 @@ enum Command {
     /// Write the Kubernetes objects of spec files as YAML.
     Render(commands::render::Args),
     /// Store, list and remove the secrets that specs reference as `secret:NAME`.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Secrets live in DIR/secrets.json (see --state-dir), readable by you only; values are never
+printed.
+
+Examples:
+  lull secret set hfToken < token.txt
+  lull secret list
+  lull secret rm hfToken"
+    )]
     Secret(commands::secret::Command),
     /// Write a shell completion script.
     Completions(commands::completions::Args),

@@ -354,6 +354,7 @@ fn every_command_shows_examples() {
         &["--help"][..],
         &["validate", "--help"],
         &["render", "--help"],
+        &["secret", "--help"],
         &["secret", "set", "--help"],
         &["secret", "list", "--help"],
         &["secret", "rm", "--help"],
