@@ -103,32 +103,55 @@ impl Catalog {
 /// Loads every path: files as they are, directories by their *.yaml and *.yml files (not
 /// recursively, in name order). Duplicate names across all of them are errors naming both files.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Catalog {
-    let mut catalog = Catalog::default();
+    let mut loader = Loader::default();
     for path in paths {
         let path = path.as_ref();
         match spec_files(path) {
             Ok(files) => {
                 for file in files {
-                    load_file_into(&file, &mut catalog);
+                    load_file_into(&file, &mut loader);
                 }
             }
-            Err(message) => {
-                catalog
-                    .diagnostics
-                    .push(file_error(&path.display().to_string(), message, None))
-            }
+            Err(message) => loader.catalog.diagnostics.push(file_error(
+                &path.display().to_string(),
+                message,
+                None,
+            )),
         }
     }
-    check_names(&mut catalog);
-    catalog
+    loader.finish()
 }
 
 /// Loads the documents of one YAML text, as if read from `file`.
 pub fn load_str(text: &str, file: &str) -> Catalog {
-    let mut catalog = Catalog::default();
-    load_text_into(text, file, &mut catalog);
-    check_names(&mut catalog);
-    catalog
+    let mut loader = Loader::default();
+    load_text_into(text, file, &mut loader);
+    loader.finish()
+}
+
+/// A catalog being filled, with what each loaded deployment claims to route by.
+#[derive(Default)]
+struct Loader {
+    catalog: Catalog,
+    /// The claims of each deployment, in the order of `catalog.deployments`.
+    claims: Vec<Vec<Claim>>,
+}
+
+impl Loader {
+    fn finish(mut self) -> Catalog {
+        check_names(&mut self.catalog, &self.claims);
+        self.catalog
+    }
+}
+
+/// A name, alias, host or path prefix that must lead to one deployment only, and where it is.
+struct Claim {
+    kind: &'static str,
+    value: String,
+    path: String,
+    at: Position,
+    /// The default path prefix, derived from the name rather than written.
+    derived: bool,
 }
 
 fn spec_files(path: &Path) -> std::result::Result<Vec<PathBuf>, String> {
@@ -160,26 +183,23 @@ fn file_error(file: &str, message: impl Into<String>, at: Option<Position>) -> D
     }
 }
 
-fn load_file_into(path: &Path, catalog: &mut Catalog) {
+fn load_file_into(path: &Path, loader: &mut Loader) {
     let file = path.display().to_string();
+    let diagnostics = &mut loader.catalog.diagnostics;
     let size = match std::fs::metadata(path) {
         Ok(meta) => meta.len(),
         Err(e) => {
-            catalog
-                .diagnostics
-                .push(file_error(&file, format!("cannot read: {e}"), None));
+            diagnostics.push(file_error(&file, format!("cannot read: {e}"), None));
             return;
         }
     };
     if size > MAX_FILE_BYTES {
-        catalog.diagnostics.push(too_large(&file, size));
+        diagnostics.push(too_large(&file, size));
         return;
     }
     match std::fs::read_to_string(path) {
-        Ok(text) => load_text_into(&text, &file, catalog),
-        Err(e) => catalog
-            .diagnostics
-            .push(file_error(&file, format!("cannot read: {e}"), None)),
+        Ok(text) => load_text_into(&text, &file, loader),
+        Err(e) => diagnostics.push(file_error(&file, format!("cannot read: {e}"), None)),
     }
 }
 
@@ -209,40 +229,97 @@ fn parse_options() -> serde_saphyr::Options {
     options.alias_limits.max_alias_expansions_per_anchor = 100;
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
     options.strict_booleans = true;
+    // `.nan`, `.inf` and overflowing numbers reach the schema check, which reports them at
+    // their field instead of refusing the whole file.
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
     options.with_snippet = false;
     options
 }
 
-fn load_text_into(text: &str, file: &str, catalog: &mut Catalog) {
+/// A parse error as a message and help for users: what kind of problem, without the location
+/// (the diagnostic has it) and without hints meant for programmers using the parser.
+fn yaml_error(error: &serde_saphyr::Error) -> (String, String) {
+    use serde_saphyr::budget::BudgetBreach;
+    use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
+    let limits = "a spec is a few KiB; anchors and aliases may expand to a few thousand values";
+    let too_big = |what: String| {
+        (
+            format!("the YAML is too large or too complex for a spec: {what}"),
+            limits.to_owned(),
+        )
+    };
+    match error {
+        Error::WithSnippet { error, .. } => yaml_error(error),
+        Error::AliasError { error, .. } => yaml_error(error),
+        Error::DuplicateMappingKey { key: Some(key), .. } => (
+            format!("duplicate key `{key}`"),
+            "a key may appear once in a mapping; keep one of them".to_owned(),
+        ),
+        Error::DuplicateMappingKey { key: None, .. } => (
+            "duplicate key".to_owned(),
+            "a key may appear once in a mapping; keep one of them".to_owned(),
+        ),
+        Error::Budget { breach, .. } => too_big(match breach {
+            BudgetBreach::Events { .. } => "more than 100000 parser events".to_owned(),
+            BudgetBreach::Aliases { .. } => "more than 1000 aliases".to_owned(),
+            BudgetBreach::Anchors { .. } => "more than 1000 anchors".to_owned(),
+            BudgetBreach::Depth { .. } => "nested more than 32 levels deep".to_owned(),
+            BudgetBreach::Documents { .. } => "more than 256 documents".to_owned(),
+            BudgetBreach::Nodes { .. } => "more than 50000 values".to_owned(),
+            BudgetBreach::ScalarBytes { .. } => "more than 1 MiB of text in values".to_owned(),
+            other => format!("{other:?}"),
+        }),
+        Error::AliasReplayCounterOverflow { .. }
+        | Error::AliasReplayLimitExceeded { .. }
+        | Error::AliasExpansionLimitExceeded { .. }
+        | Error::AliasReplayStackDepthExceeded { .. } => {
+            too_big("aliases expand to too many values".to_owned())
+        }
+        other => (
+            format!(
+                "not valid YAML: {}",
+                UserMessageFormatter.format_message(other)
+            ),
+            "check the indentation, quotes and brackets here and on the lines above".to_owned(),
+        ),
+    }
+}
+
+fn load_text_into(text: &str, file: &str, loader: &mut Loader) {
     if text.len() as u64 > MAX_FILE_BYTES {
-        catalog.diagnostics.push(too_large(file, text.len() as u64));
+        loader
+            .catalog
+            .diagnostics
+            .push(too_large(file, text.len() as u64));
         return;
     }
     let documents: Vec<Node> =
         match serde_saphyr::from_str_multiple_with_options(text, parse_options()) {
             Ok(docs) => docs,
             Err(e) => {
-                let e = e.without_snippet();
                 let at = e.location().map(Position::from).filter(|p| p.line > 0);
-                let mut d = file_error(
-                    file,
-                    format!("not valid YAML or over lull's parsing limits: {e}"),
-                    at,
-                );
-                d.help = Some(
-                    "fix the YAML syntax; anchors and aliases are limited to keep loading fast"
-                        .to_owned(),
-                );
-                catalog.diagnostics.push(d);
+                let (message, mut help) = yaml_error(&e);
+                let mut at = at;
+                let line = at.and_then(|at| text.lines().nth(at.line as usize - 1));
+                let indent = line.map(|l| &l[..l.len() - l.trim_start_matches([' ', '\t']).len()]);
+                if let (Some(at), Some(tab)) = (&mut at, indent.and_then(|i| i.find('\t'))) {
+                    // Point at the tab itself; the parser notices it one column later.
+                    at.column = tab as u64 + 1;
+                    help = "indent with spaces: YAML does not allow tabs in indentation".to_owned();
+                }
+                let mut d = file_error(file, message, at);
+                d.help = Some(help);
+                loader.catalog.diagnostics.push(d);
                 return;
             }
         };
     for document in documents.iter().filter(|d| d.value != NodeValue::Null) {
-        load_document(document, file, catalog);
+        load_document(document, file, loader);
     }
 }
 
-fn load_document(document: &Node, file: &str, catalog: &mut Catalog) {
+fn load_document(document: &Node, file: &str, loader: &mut Loader) {
+    let catalog = &mut loader.catalog;
     let name = match &document.value {
         NodeValue::Map(entries) => {
             entries
@@ -267,6 +344,9 @@ fn load_document(document: &Node, file: &str, catalog: &mut Catalog) {
     let first = catalog.diagnostics.len();
     let structural = structure::check(document);
     let broken: Vec<String> = structural.iter().map(|l| l.issue.path.clone()).collect();
+    // Fields the user probably meant by a misspelt one: what is said about them being absent
+    // would repeat the did-you-mean.
+    let meant: Vec<String> = structural.iter().filter_map(|l| l.meant.clone()).collect();
     let structurally_valid = structural.is_empty();
     catalog
         .diagnostics
@@ -289,7 +369,7 @@ fn load_document(document: &Node, file: &str, catalog: &mut Catalog) {
     };
     let issues: Vec<Issue> = validate(&spec)
         .into_iter()
-        .filter(|i| !broken.iter().any(|b| i.path.starts_with(b.as_str())))
+        .filter(|i| !broken.iter().chain(&meant).any(|b| is_within(&i.path, b)))
         .collect();
     let failed = !structurally_valid || issues.iter().any(|i| i.severity == Severity::Error);
     catalog.diagnostics.extend(
@@ -299,8 +379,10 @@ fn load_document(document: &Node, file: &str, catalog: &mut Catalog) {
     );
     catalog.diagnostics[first..].sort_by_key(|d| d.at);
     if !failed {
+        let slug = slugify(&spec.name);
+        loader.claims.push(claims(&spec, &slug, document));
         catalog.deployments.push(Deployment {
-            slug: slugify(&spec.name),
+            slug,
             at: document.locate("name"),
             file: file.to_owned(),
             spec,
@@ -308,55 +390,78 @@ fn load_document(document: &Node, file: &str, catalog: &mut Catalog) {
     }
 }
 
-/// Names, aliases, hosts and path prefixes must each lead to one deployment.
-fn check_names(catalog: &mut Catalog) {
-    let mut claims: BTreeMap<(&str, String), &Deployment> = BTreeMap::new();
+/// Whether the field path `path` is `field` or lies below it.
+fn is_within(path: &str, field: &str) -> bool {
+    path.strip_prefix(field)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// The routes a deployment claims: its slug, aliases, hosts and path prefix.
+fn claims(spec: &DeploymentSpec, slug: &str, document: &Node) -> Vec<Claim> {
+    let claim = |kind, value: &str, path: String, derived| Claim {
+        kind,
+        value: value.to_owned(),
+        at: document.locate(&path),
+        path,
+        derived,
+    };
+    let mut claims = vec![claim("name", slug, "name".to_owned(), false)];
+    for (i, alias) in spec.aliases.iter().enumerate() {
+        claims.push(claim("name", alias, format!("aliases[{i}]"), false));
+    }
+    for (i, host) in spec.routing.hosts.iter().enumerate() {
+        claims.push(claim("host", host, format!("routing.hosts[{i}]"), false));
+    }
+    claims.push(match &spec.routing.path_prefix {
+        Some(prefix) => claim(
+            "path prefix",
+            prefix,
+            "routing.pathPrefix".to_owned(),
+            false,
+        ),
+        None => claim("path prefix", &format!("/{slug}"), "name".to_owned(), true),
+    });
+    claims
+}
+
+/// Names, aliases, hosts and path prefixes must each lead to one deployment. Each conflict is
+/// reported at the later claim, naming the deployment, file, line and column of the first.
+fn check_names(catalog: &mut Catalog, claims: &[Vec<Claim>]) {
+    let mut first: BTreeMap<(&str, &str), (&Deployment, &Claim)> = BTreeMap::new();
     let mut found = Vec::new();
-    for d in &catalog.deployments {
-        let mut routes: Vec<(&str, String, String)> =
-            vec![("name", d.slug.clone(), "name".to_owned())];
-        routes.extend(
-            d.spec
-                .aliases
-                .iter()
-                .enumerate()
-                .map(|(i, a)| ("name", a.clone(), format!("aliases[{i}]"))),
-        );
-        routes.extend(
-            d.spec
-                .routing
-                .hosts
-                .iter()
-                .enumerate()
-                .map(|(i, h)| ("host", h.clone(), format!("routing.hosts[{i}]"))),
-        );
-        let prefix = d
-            .spec
-            .routing
-            .path_prefix
-            .clone()
-            .unwrap_or_else(|| format!("/{}", d.slug));
-        routes.push(("path prefix", prefix, "routing.pathPrefix".to_owned()));
-        for (kind, value, path) in routes {
-            if let Some(first) = claims.get(&(kind, value.clone())) {
-                found.push(Diagnostic {
-                    severity: Severity::Error,
-                    file: d.file.clone(),
-                    at: Some(d.at),
-                    path,
-                    deployment: Some(d.spec.name.clone()),
-                    message: format!(
-                        "{kind} `{value}` is also used by deployment `{}` in {}:{}",
-                        first.spec.name, first.file, first.at
-                    ),
-                    help: Some(
-                        "give each deployment its own name, aliases, hosts and path prefix"
-                            .to_owned(),
-                    ),
-                });
-            } else {
-                claims.insert((kind, value), d);
+    for (d, claims) in catalog.deployments.iter().zip(claims) {
+        let mut name_taken = false;
+        for claim in claims {
+            let Some((other, earlier)) = first.get(&(claim.kind, claim.value.as_str())) else {
+                first.insert((claim.kind, &claim.value), (d, claim));
+                continue;
+            };
+            // A default prefix taken because the name is taken says nothing new.
+            if claim.derived && name_taken {
+                continue;
             }
+            name_taken |= claim.kind == "name";
+            let what = if claim.derived {
+                format!("the default path prefix `{}` (from the name)", claim.value)
+            } else {
+                format!("{} `{}`", claim.kind, claim.value)
+            };
+            found.push(Diagnostic {
+                severity: Severity::Error,
+                file: d.file.clone(),
+                at: Some(claim.at),
+                path: claim.path.clone(),
+                deployment: Some(d.spec.name.clone()),
+                message: format!(
+                    "{what} is also used by deployment `{}` in {}:{}",
+                    other.spec.name, other.file, earlier.at
+                ),
+                help: Some(if claim.derived {
+                    "set routing.pathPrefix, or give each deployment its own name".to_owned()
+                } else {
+                    "give each deployment its own name, aliases, hosts and path prefix".to_owned()
+                }),
+            });
         }
     }
     let failed: Vec<String> = found.iter().filter_map(|d| d.deployment.clone()).collect();

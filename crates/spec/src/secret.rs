@@ -22,7 +22,7 @@ pub const MAX_SECRET_NAME_LEN: usize = 253;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A secret name with characters that cannot be stored or used as a Kubernetes Secret key.
-    #[error("`{0}` is not a valid secret name: use 1 to 253 letters, digits, `-`, `_` or `.`")]
+    #[error("{}", invalid_name_message(.0))]
     InvalidName(String),
     /// The store could not be read or written.
     #[error("secret store {location}: {message}")]
@@ -42,6 +42,15 @@ pub enum Error {
 
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn invalid_name_message(name: &str) -> String {
+    let rule = "use 1 to 253 letters, digits, `-`, `_` or `.`";
+    if name.is_empty() {
+        format!("the secret name is empty: {rule}, as in secret:hfToken")
+    } else {
+        format!("`{name}` is not a valid secret name: {rule}")
+    }
+}
 
 fn missing_message(missing: &[MissingSecret]) -> String {
     let mut out = String::new();

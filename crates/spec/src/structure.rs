@@ -20,6 +20,9 @@ use crate::units::{Duration, Quantity};
 pub(crate) struct Located {
     pub at: Position,
     pub issue: Issue,
+    /// For an unknown field that is a likely typo of an absent field: that field's path. Errors
+    /// about the absent field (missing, nothing to run, ...) would only repeat this one.
+    pub meant: Option<String>,
 }
 
 /// The spec's JSON Schema with every subschema inlined, built once.
@@ -51,7 +54,11 @@ fn join(path: &str, field: &str) -> String {
 }
 
 fn push(out: &mut Vec<Located>, at: Position, issue: Issue) {
-    out.push(Located { at, issue });
+    out.push(Located {
+        at,
+        issue,
+        meant: None,
+    });
 }
 
 fn check_node(node: &Node, schema: &Value, path: &str, out: &mut Vec<Located>) {
@@ -133,6 +140,8 @@ fn describe(value: &NodeValue) -> String {
         NodeValue::String(s) => format!("the string {s:?}"),
         NodeValue::Bool(b) => format!("the boolean {b}"),
         NodeValue::Int(i) => format!("the integer {i}"),
+        NodeValue::Float(f) if f.is_nan() => "`.nan` (not a number)".to_owned(),
+        NodeValue::Float(f) if f.is_infinite() => "an infinite number".to_owned(),
         NodeValue::Float(f) => format!("the number {f}"),
     }
 }
@@ -314,6 +323,7 @@ fn check_object(
         .and_then(Value::as_object)
         .unwrap_or(&empty);
     let additional = schema.get("additionalProperties");
+    let mut meant = Vec::new();
     for (key, value) in entries {
         let field_path = join(path, &key.name);
         if let Some(field_schema) = properties.get(&key.name) {
@@ -323,16 +333,20 @@ fn check_object(
         match additional {
             Some(Value::Bool(false)) => {
                 let known: Vec<&str> = properties.keys().map(String::as_str).collect();
-                let issue = Issue::error(&field_path, format!("unknown field `{}`", key.name));
-                let issue = match did_you_mean(&key.name, known.iter().copied()) {
-                    Some(close) => issue.help(format!("did you mean `{close}`?")),
-                    None if known.is_empty() => issue,
-                    None if let Some(home) = home_of(&key.name) => {
-                        issue.help(format!("`{}` belongs under `{home}`", key.name))
-                    }
-                    None => issue.help(format!("fields allowed here: {}", one_of(&known))),
-                };
-                push(out, key.at, issue);
+                let (help, typo_of) = unknown_field_help(&key.name, path, &known);
+                let mut issue = Issue::error(&field_path, format!("unknown field `{}`", key.name));
+                if let Some(help) = help {
+                    issue = issue.help(help);
+                }
+                let typo_of = typo_of.filter(|f| !entries.iter().any(|(k, _)| k.name == *f));
+                if let Some(field) = typo_of {
+                    meant.push(field);
+                }
+                out.push(Located {
+                    at: key.at,
+                    issue,
+                    meant: typo_of.map(|f| join(path, f)),
+                });
             }
             Some(extra) if extra.is_object() => check_node(value, extra, &field_path, out),
             _ => {}
@@ -340,7 +354,8 @@ fn check_object(
     }
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for field in required.iter().filter_map(Value::as_str) {
-            if !entries.iter().any(|(k, _)| k.name == field) {
+            // A likely typo of the field was already reported with a did-you-mean.
+            if !entries.iter().any(|(k, _)| k.name == field) && !meant.contains(&field) {
                 push(
                     out,
                     node.at,
@@ -354,19 +369,102 @@ fn check_object(
     }
 }
 
-/// Where a field of this name lives elsewhere in the spec, for "belongs under" hints.
-fn home_of(field: &str) -> Option<&'static str> {
+/// The help for an unknown field `name` in the mapping at `path` whose fields are `known`, and
+/// the known field it is probably a typo of.
+///
+/// A field that exists one level or more below `path` (`maxReplicas` written directly under
+/// `resources`) is misplaced rather than misspelled, so that hint wins over a look-alike here.
+fn unknown_field_help<'a>(
+    name: &str,
+    path: &str,
+    known: &[&'a str],
+) -> (Option<String>, Option<&'a str>) {
+    let close = did_you_mean(name, known.iter().copied());
+    // Homes are written with `[]` for list items; compare with this path written the same way.
+    let here = without_indices(path);
+    let homes: Vec<&str> = homes_of(name).into_iter().filter(|h| *h != here).collect();
+    let below: Vec<&str> = homes
+        .iter()
+        .copied()
+        .filter(|h| here.is_empty() || h.starts_with(&format!("{here}.")))
+        .collect();
+    match close {
+        Some(close) if close.eq_ignore_ascii_case(name) => {
+            (Some(format!("did you mean `{close}`?")), Some(close))
+        }
+        _ if !below.is_empty() => (Some(belongs_under(name, &below)), None),
+        Some(close) => (Some(format!("did you mean `{close}`?")), Some(close)),
+        None if !homes.is_empty() => (Some(belongs_under(name, &homes)), None),
+        None if known.is_empty() => (None, None),
+        None => (
+            Some(format!("fields allowed here: {}", one_of(known))),
+            None,
+        ),
+    }
+}
+
+/// `integrations[2].path` as `integrations[].path`.
+fn without_indices(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push_str("[]");
+            }
+            ']' => in_index = false,
+            c if !in_index => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn belongs_under(name: &str, homes: &[&str]) -> String {
+    let under: Vec<String> = homes
+        .iter()
+        .filter(|home| !home.is_empty())
+        .map(|home| match home.strip_suffix("[]") {
+            Some(list) => format!("an item of `{list}`"),
+            None => format!("`{home}`"),
+        })
+        .collect();
+    let mut places = Vec::new();
+    if homes.contains(&"") {
+        places.push("at the top level of the spec".to_owned());
+    }
+    match under.len() {
+        0 => {}
+        1 => places.push(format!("under {}", under[0])),
+        n => places.push(format!(
+            "under {} or {}",
+            under[..n - 1].join(", "),
+            under[n - 1]
+        )),
+    }
+    format!("`{name}` belongs {}", places.join(" or "))
+}
+
+/// Where fields of this name live in the spec (`""` for the top level), for "belongs under"
+/// hints.
+fn homes_of(field: &str) -> Vec<&'static str> {
     static HOMES: OnceLock<Vec<(String, String)>> = OnceLock::new();
     let homes = HOMES.get_or_init(|| {
         let mut homes = Vec::new();
         collect_homes(spec_schema(), "", &mut homes);
         homes
     });
-    homes
+    let mut found: Vec<&'static str> = Vec::new();
+    for (_, home) in homes
         .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(field))
-        .map(|(_, home)| home.as_str())
-        .filter(|home| !home.is_empty())
+        .filter(|(name, _)| name.eq_ignore_ascii_case(field))
+    {
+        if !found.contains(&home.as_str()) {
+            found.push(home.as_str());
+        }
+    }
+    found
 }
 
 fn collect_homes(schema: &Value, path: &str, homes: &mut Vec<(String, String)>) {
@@ -424,6 +522,18 @@ fn check_range(node: &Node, schema: &Map<String, Value>, path: &str, out: &mut V
         NodeValue::Float(f) => f,
         _ => return,
     };
+    if !value.is_finite() {
+        push(
+            out,
+            node.at,
+            Issue::error(
+                path,
+                format!("expected a finite number, found {}", describe(&node.value)),
+            )
+            .help("write a number such as 50 or 0.5"),
+        );
+        return;
+    }
     let min = schema.get("minimum").and_then(Value::as_f64);
     let max = schema.get("maximum").and_then(Value::as_f64);
     let outside = min.is_some_and(|m| value < m) || max.is_some_and(|m| value > m);
