@@ -1,1 +1,10 @@
-//! lull's control plane: the decision engine and the scaling loop
+//! lull's control plane: the decision engine and the scaling loop.
+//!
+//! [`engine`] decides, purely, how many replicas a deployment should have and why. The
+//! [`Autoscaler`] runs it: every tick it gathers traffic from the activators and resource samples
+//! from the metric source, decides for every deployment and tells the backend; a cold request's
+//! wake ([`wake_channel`]) is handled at once, between ticks.
+
+pub mod engine;
+
+pub use engine::Decision;
