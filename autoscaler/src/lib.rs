@@ -6,5 +6,9 @@
 //! wake ([`wake_channel`]) is handled at once, between ticks.
 
 pub mod engine;
+mod scaler;
+mod wake;
 
 pub use engine::Decision;
+pub use scaler::{Autoscaler, AutoscalerConfig, ScalingMode, ScalingStatus};
+pub use wake::{ChannelWaker, WakeReceiver, wake_channel};
