@@ -12,8 +12,8 @@ mod key;
 mod sample;
 
 pub use backend::{
-    Backend, BackendStatus, BoxFuture, Error, MetricSource, ReplicaPhase, ReplicaStatus, Result,
-    Wake,
+    Backend, BackendStatus, BoxFuture, Error, MetricSource, ReplicaLoad, ReplicaPhase,
+    ReplicaStatus, Result, TrafficSource, Wake,
 };
 pub use endpoint::{Endpoint, EndpointSet, ReplicaId};
 pub use key::DeploymentKey;
