@@ -1,0 +1,134 @@
+//! The activator as the rest of lull sees it: built once, fed route tables by the spec loader,
+//! serving until told to stop, and read by the autoscaler and the backends.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use lull_core::{
+    DeploymentKey, EndpointSet, ReplicaId, ReplicaLoad, TrafficSnapshot, TrafficSource, Wake,
+};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::Replicas;
+use crate::metrics::Metrics;
+use crate::server::{self, Result};
+use crate::table::Table;
+
+/// How the activator serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivatorConfig {
+    /// When set, `Host: <name>.<domain>` routes to the deployment or alias `<name>`, besides
+    /// the `/<name>/` path prefixes.
+    pub domain: Option<String>,
+    /// How long in-flight and parked requests may take to finish once serving stops.
+    pub drain_timeout: Duration,
+}
+
+/// One deployment to route, and where its ready replicas listen.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The deployment's spec.
+    pub deployment: lull_spec::Deployment,
+    /// Its ready endpoints, as the backend publishes them.
+    pub endpoints: watch::Receiver<EndpointSet>,
+}
+
+/// lull's data plane: routes requests to ready replicas, parks them while a deployment wakes
+/// from zero, and counts what it sees for the autoscaler.
+pub struct Activator {
+    config: ActivatorConfig,
+    wake: Arc<dyn Wake>,
+    table: Arc<ArcSwap<Table>>,
+    replicas: Arc<Replicas>,
+    /// Serialises `apply`, so two reloads cannot interleave their view of the previous table.
+    applying: Mutex<()>,
+}
+
+impl fmt::Debug for Activator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Activator")
+            .field("config", &self.config)
+            .field("deployments", &self.table.load().deployments.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Activator {
+    /// An activator that routes nothing until [`Activator::apply`], and calls `wake` when a
+    /// request waits for a deployment with no ready replica.
+    pub fn new(config: ActivatorConfig, wake: Arc<dyn Wake>) -> Arc<Self> {
+        let table = Table::empty(config.domain.as_deref());
+        Arc::new(Self {
+            config,
+            wake,
+            table: Arc::new(ArcSwap::from_pointee(table)),
+            replicas: Arc::new(Replicas::default()),
+            applying: Mutex::new(()),
+        })
+    }
+
+    /// Replaces the route table while serving. Deployments that stay keep their parked
+    /// requests and statistics, and take their new enabled flag, queue settings, timeouts and
+    /// endpoints at once; parked requests of deployments no longer routed are answered 503.
+    pub fn apply(&self, routes: Vec<Route>) {
+        let _applying = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = self.table.load_full();
+        let (table, removed) = Table::build(
+            &previous,
+            routes,
+            self.config.domain.as_deref(),
+            &self.wake,
+            &self.replicas,
+        );
+        tracing::debug!(
+            deployments = table.deployments.len(),
+            removed = removed.len(),
+            "route table applied"
+        );
+        self.table.store(Arc::new(table));
+        for state in removed {
+            state.parking.remove();
+        }
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` is cancelled; then stops accepting, lets
+    /// in-flight and parked requests finish for up to the drain timeout, and returns. Fails
+    /// only when the drain timeout cut requests off.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        server::serve(
+            self.table.clone(),
+            listener,
+            shutdown,
+            self.config.drain_timeout,
+        )
+        .await
+    }
+
+    /// Registers the per-deployment metrics (`lull_activator_*`) with `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(Metrics::new(self.table.clone())));
+    }
+}
+
+impl TrafficSource for Activator {
+    fn take_snapshot(&self, key: &DeploymentKey) -> Option<TrafficSnapshot> {
+        let table = self.table.load();
+        let state = &table.deployments.get(key)?.state;
+        Some(state.stats.snapshot(state.parking.parked()))
+    }
+}
+
+impl ReplicaLoad for Activator {
+    fn in_flight(&self, replica: &ReplicaId) -> usize {
+        self.replicas.in_flight(replica)
+    }
+}

@@ -1,0 +1,111 @@
+//! Accepting connections: HTTP/1.1 with keep-alive and HTTP/2 over cleartext (h2c), both on
+//! one port, and a graceful stop that lets in-flight and parked requests finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::Proxy;
+use crate::table::Table;
+
+/// A client that sends its request head slower than this is cut off (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pause after an accept error such as too many open files, so the loop does not spin while
+/// the process is out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Errors of serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Some requests were still running when the drain timeout ran out; they were cut.
+    #[error(
+        "{connections} connection(s) still had requests in flight or parked after the drain timeout of {}s; they were closed",
+        timeout.as_secs_f64()
+    )]
+    DrainTimeout {
+        /// Connections closed.
+        connections: usize,
+        /// The drain timeout.
+        timeout: Duration,
+    },
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Serves `listener` until `shutdown`, then drains for at most `drain_timeout`.
+pub(crate) async fn serve(
+    table: Arc<ArcSwap<Table>>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+) -> Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                // Responses are streamed in small chunks; Nagle would hold them back.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+                }
+                let service = TowerToHyperService::new(Proxy::new(table.clone(), peer));
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                connections.spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        connections = connections.len(),
+        "stopped accepting; draining in-flight and parked requests"
+    );
+    let drained = tokio::time::timeout(drain_timeout, async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        let open = connections.len();
+        connections.shutdown().await;
+        return Err(Error::DrainTimeout {
+            connections: open,
+            timeout: drain_timeout,
+        });
+    }
+    Ok(())
+}
