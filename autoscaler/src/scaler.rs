@@ -295,6 +295,11 @@ impl Autoscaler {
         })
     }
 
+    /// The deployments managed now.
+    pub fn deployments(&self) -> BTreeSet<DeploymentKey> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Registers `lull_desired_replicas` and `lull_scaling_decisions_total` (by `direction`,
     /// `up` or `down`), both labelled by `deployment`.
     pub fn register_metrics(&self, registry: &mut Registry) {
@@ -497,11 +502,6 @@ impl Autoscaler {
                 }
             }
         }
-    }
-
-    /// The deployments managed now.
-    pub fn deployments(&self) -> BTreeSet<DeploymentKey> {
-        self.lock().keys().cloned().collect()
     }
 }
 
