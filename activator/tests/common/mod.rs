@@ -1,0 +1,393 @@
+//! Test rig: an in-process replica, a wake that records, and an activator serving on loopback.
+
+#![allow(dead_code)] // Each test binary uses a different part of the rig.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::channel::{Channel, Sender};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lull_activator::{Activator, ActivatorConfig, Route};
+use lull_core::{DeploymentKey, Endpoint, EndpointSet, ReplicaId, Wake};
+use lull_spec::{Deployment, DeploymentSpec};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The longest any test may take; a hang fails instead of blocking CI.
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `f` within [`TEST_LIMIT`].
+pub async fn bounded<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(TEST_LIMIT, f)
+        .await
+        .expect("the test finished within its time limit")
+}
+
+pub type UpBody = BoxBody<Bytes, hyper::Error>;
+pub type ClientBody = BoxBody<Bytes, Infallible>;
+
+/// A request as the replica saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+struct UpstreamState {
+    requests: AtomicUsize,
+    ids: Mutex<HashMap<String, usize>>,
+    seen: mpsc::UnboundedSender<Seen>,
+    streams: mpsc::UnboundedSender<Sender<Bytes, hyper::Error>>,
+    gate: Semaphore,
+}
+
+/// A replica. Paths ending in `/echo` stream the request body back, `/stream` hands the test
+/// a sender for the response body, `/slow` waits for [`Upstream::release`]; anything else
+/// answers JSON describing the request.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<UpstreamState>,
+    seen: tokio::sync::Mutex<mpsc::UnboundedReceiver<Seen>>,
+    streams: tokio::sync::Mutex<mpsc::UnboundedReceiver<Sender<Bytes, hyper::Error>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the replica");
+        let addr = listener.local_addr().expect("replica address");
+        let (seen_tx, seen) = mpsc::unbounded_channel();
+        let (streams_tx, streams) = mpsc::unbounded_channel();
+        let state = Arc::new(UpstreamState {
+            requests: AtomicUsize::new(0),
+            ids: Mutex::new(HashMap::new()),
+            seen: seen_tx,
+            streams: streams_tx,
+            gate: Semaphore::new(0),
+        });
+        let serving = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = serving.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(state.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            state,
+            seen: tokio::sync::Mutex::new(seen),
+            streams: tokio::sync::Mutex::new(streams),
+            task,
+        }
+    }
+
+    /// Requests answered or being answered.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// How often each `X-Request-Id` arrived.
+    pub fn ids(&self) -> HashMap<String, usize> {
+        self.state.ids.lock().expect("not poisoned").clone()
+    }
+
+    /// The next request the replica sees.
+    pub async fn seen(&self) -> Seen {
+        self.seen
+            .lock()
+            .await
+            .recv()
+            .await
+            .expect("the replica is running")
+    }
+
+    /// The body sender of the next `/stream` request.
+    pub async fn stream(&self) -> Sender<Bytes, hyper::Error> {
+        self.streams
+            .lock()
+            .await
+            .recv()
+            .await
+            .expect("the replica is running")
+    }
+
+    /// Lets `n` waiting or future `/slow` requests answer.
+    pub fn release(&self, n: usize) {
+        self.state.gate.add_permits(n);
+    }
+
+    /// This replica as the only member of an endpoint set.
+    pub fn endpoints(&self, replica: &str) -> EndpointSet {
+        endpoint_set(replica, self.addr)
+    }
+}
+
+pub fn endpoint_set(replica: &str, addr: SocketAddr) -> EndpointSet {
+    EndpointSet::new(vec![Endpoint {
+        replica: ReplicaId::new(replica),
+        addr,
+    }])
+}
+
+async fn answer(
+    state: Arc<UpstreamState>,
+    req: Request<Incoming>,
+) -> Result<Response<UpBody>, Infallible> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |pq| pq.as_str().to_owned());
+    let headers: BTreeMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
+        .collect();
+    if let Some(id) = headers.get("x-request-id") {
+        *state
+            .ids
+            .lock()
+            .expect("not poisoned")
+            .entry(id.clone())
+            .or_insert(0) += 1;
+    }
+    let seen = Seen {
+        method: req.method().to_string(),
+        path: path.clone(),
+        headers,
+    };
+    let _ = state.seen.send(seen.clone());
+    let route = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+    let response = match route.as_str() {
+        "echo" => Response::new(req.into_body().boxed()),
+        "stream" => {
+            let (tx, body) = Channel::<Bytes, hyper::Error>::new(1);
+            let _ = state.streams.send(tx);
+            Response::new(body.boxed())
+        }
+        "slow" => {
+            if let Ok(permit) = state.gate.acquire().await {
+                permit.forget();
+            }
+            Response::new(full("slow done"))
+        }
+        _ => {
+            let json = serde_json::json!({
+                "method": seen.method,
+                "path": seen.path,
+                "headers": seen.headers,
+            });
+            let mut response = Response::new(full(json.to_string()));
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().expect("static"));
+            response
+        }
+    };
+    Ok(response)
+}
+
+fn full(text: impl Into<Bytes>) -> UpBody {
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A wake that records every call.
+#[derive(Default)]
+pub struct Wakes {
+    keys: Mutex<Vec<DeploymentKey>>,
+    notify: Notify,
+}
+
+impl Wake for Wakes {
+    fn wake(&self, key: &DeploymentKey) {
+        self.keys.lock().expect("not poisoned").push(key.clone());
+        self.notify.notify_waiters();
+    }
+}
+
+impl Wakes {
+    pub fn count(&self) -> usize {
+        self.keys.lock().expect("not poisoned").len()
+    }
+
+    pub fn keys(&self) -> Vec<DeploymentKey> {
+        self.keys.lock().expect("not poisoned").clone()
+    }
+
+    /// Waits until at least `n` wakes were sent.
+    pub async fn wait_for(&self, n: usize) {
+        loop {
+            let notified = self.notify.notified();
+            if self.count() >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A deployment named `name` with the default spec, changed by `edit`.
+pub fn deployment(name: &str, edit: impl FnOnce(&mut DeploymentSpec)) -> Deployment {
+    let mut spec = DeploymentSpec::named(name);
+    edit(&mut spec);
+    Deployment {
+        spec,
+        slug: name.to_owned(),
+        file: format!("{name}.yaml"),
+        at: Default::default(),
+    }
+}
+
+pub fn route(deployment: Deployment, endpoints: &watch::Sender<EndpointSet>) -> Route {
+    Route {
+        deployment,
+        endpoints: endpoints.subscribe(),
+    }
+}
+
+/// A reply read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An activator serving on loopback.
+pub struct Harness {
+    pub activator: Arc<Activator>,
+    pub addr: SocketAddr,
+    pub wakes: Arc<Wakes>,
+    pub shutdown: CancellationToken,
+    pub served: Option<JoinHandle<lull_activator::Result<()>>>,
+    pub client: Client<HttpConnector, ClientBody>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Harness {
+    pub async fn start(routes: Vec<Route>) -> Self {
+        Self::with_config(
+            routes,
+            ActivatorConfig {
+                domain: None,
+                drain_timeout: Duration::from_secs(10),
+            },
+        )
+        .await
+    }
+
+    pub async fn with_config(routes: Vec<Route>, config: ActivatorConfig) -> Self {
+        let wakes = Arc::new(Wakes::default());
+        let activator = Activator::new(config, wakes.clone());
+        activator.apply(routes);
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the activator");
+        let addr = listener.local_addr().expect("activator address");
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(activator.clone().serve(listener, shutdown.clone()));
+        Self {
+            activator,
+            addr,
+            wakes,
+            shutdown,
+            served: Some(served),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends a request and returns the response with its body unread.
+    pub async fn send(&self, request: Request<ClientBody>) -> Response<Incoming> {
+        self.client
+            .request(request)
+            .await
+            .expect("the activator answers")
+    }
+
+    /// Sends a request and reads the whole reply.
+    pub async fn call(&self, request: Request<ClientBody>) -> Reply {
+        let response = self.send(request).await;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("the body arrives whole")
+            .to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// GET `path` with an optional Host header.
+    pub async fn get(&self, path: &str, host: Option<&str>) -> Reply {
+        let mut request = Request::get(self.url(path));
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        self.call(request.body(empty()).expect("a valid request"))
+            .await
+    }
+}
+
+pub fn empty() -> ClientBody {
+    Empty::new().boxed()
+}
+
+pub fn body(bytes: impl Into<Bytes>) -> ClientBody {
+    Full::new(bytes.into()).boxed()
+}
