@@ -225,7 +225,9 @@ fn parse_options() -> serde_saphyr::Options {
     budget.max_reader_input_bytes = Some(MAX_FILE_BYTES as usize);
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
-    options.alias_limits.max_total_replayed_events = 100_000;
+    // Aliases in real specs share a probe or an env list: a few dozen values. Expansion is
+    // where YAML work can grow without the file growing, so it gets the tightest limit.
+    options.alias_limits.max_total_replayed_events = 10_000;
     options.alias_limits.max_alias_expansions_per_anchor = 100;
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
     options.strict_booleans = true;
@@ -275,6 +277,18 @@ fn yaml_error(error: &serde_saphyr::Error) -> (String, String) {
         | Error::AliasReplayStackDepthExceeded { .. } => {
             too_big("aliases expand to too many values".to_owned())
         }
+        // Raised by lull's own reading of the tree (keys, binary values), not by the parser.
+        Error::Message { msg, .. } => (
+            msg.clone(),
+            "quote the text if it is meant as a string".to_owned(),
+        ),
+        Error::Unexpected {
+            expected: "string scalar",
+            ..
+        } => (
+            "a mapping key must be plain text, not a list or a mapping".to_owned(),
+            "write the key as a name, such as `tier:`".to_owned(),
+        ),
         other => (
             format!(
                 "not valid YAML: {}",

@@ -225,23 +225,59 @@ impl<'de> Deserialize<'de> for Node {
     }
 }
 
+/// A mapping key as written: `1.10`, `0x1F` and `~` stay those characters, rather than becoming
+/// the number or null they would be as values (`1.1`, `31`, `null`), which would silently
+/// rename (or merge) keys such as Kubernetes labels.
 struct KeyText(String);
 
 impl<'de> Deserialize<'de> for KeyText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = NodeValue::deserialize(deserializer)?;
-        Ok(KeyText(match value {
-            NodeValue::String(s) => s,
-            NodeValue::Int(i) => i.to_string(),
-            NodeValue::Float(f) => f.to_string(),
-            NodeValue::Bool(b) => b.to_string(),
-            NodeValue::Null => "null".to_owned(),
-            NodeValue::Seq(_) | NodeValue::Map(_) => {
-                return Err(de::Error::custom(
-                    "a mapping key must be a plain value, not a sequence or a mapping",
-                ));
-            }
-        }))
+        // As an option first, so a null key gets its own message rather than the parser's.
+        deserializer.deserialize_option(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = KeyText;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a plain mapping key")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<KeyText, E> {
+        Ok(KeyText(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<KeyText, E> {
+        Ok(KeyText(v))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<KeyText, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<KeyText, E> {
+        self.visit_none()
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<KeyText, E> {
+        Err(E::custom(
+            "a mapping key is empty or null (`~`); write a name before the `:`",
+        ))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<KeyText, A::Error> {
+        Err(de::Error::custom(
+            "a mapping key must be a plain value, not a sequence",
+        ))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<KeyText, A::Error> {
+        Err(de::Error::custom(
+            "a mapping key must be a plain value, not a mapping",
+        ))
     }
 }
 

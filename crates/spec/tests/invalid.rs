@@ -1254,6 +1254,35 @@ resources: *defaults
         errors: &[at(3, 12, "", "not valid YAML", "")],
     },
     Case {
+        name: "null mapping key",
+        yaml: r#"
+name: a
+image: x
+kubernetes:
+  labels:
+    ~: canary
+"#,
+        errors: &[at(5, 5, "", "a mapping key is empty or null", "quote")],
+    },
+    Case {
+        name: "list as a mapping key",
+        yaml: r#"
+name: a
+image: x
+kubernetes:
+  labels:
+    ? [tier]
+    : web
+"#,
+        errors: &[at(
+            5,
+            7,
+            "",
+            "a mapping key must be plain text, not a list or a mapping",
+            "",
+        )],
+    },
+    Case {
         name: "a list instead of a spec",
         yaml: r#"
 - name: a

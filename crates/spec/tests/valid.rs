@@ -343,3 +343,27 @@ env:
         ConfigValue::Plain("not secret: at all".to_owned())
     );
 }
+
+#[test]
+fn mapping_keys_keep_their_spelling() {
+    // As values these would be numbers, booleans or one and the same number; as keys they are
+    // the text written, so no label is renamed or lost.
+    let yaml = r#"name: a
+image: x
+kubernetes:
+  labels: { 1.10: a, 0x1F: b, 1e3: c, 1_000: d, true: e, 007: f, "~": g, "null": h }
+"#;
+    let catalog = load_str(yaml, "keys.yaml");
+    no_errors(&catalog);
+    let keys: Vec<&str> = catalog.deployments[0]
+        .spec
+        .kubernetes
+        .labels
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["007", "0x1F", "1.10", "1_000", "1e3", "null", "true", "~"]
+    );
+}
