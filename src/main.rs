@@ -5,6 +5,7 @@
 //! secret, an unreadable store), 2 on a usage error.
 
 mod commands;
+mod runtime;
 mod secret_store;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand};
     version,
     after_help = "\
 Examples:
+  lull up examples/
   lull validate examples/
   lull render examples/scale-to-zero.yaml --target kube | kubectl apply -f -
   lull secret set hfToken < token.txt
@@ -37,6 +39,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run deployments on this machine: activator, autoscaler and replicas, until Ctrl-C.
+    Up(commands::up::Args),
+    /// Show the output of a deployment's replicas.
+    Logs(commands::logs::Args),
     /// Check spec files and report every error and warning with its file, line and column.
     Validate(commands::validate::Args),
     /// Write the Kubernetes objects of spec files as YAML.
@@ -56,6 +62,8 @@ Examples:
     Secret(commands::secret::Command),
     /// Write a shell completion script.
     Completions(commands::completions::Args),
+    /// Run the small model server the examples use as replicas (/health, /predict, /stream).
+    Fixture(lull_fixture::FixtureConfig),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +79,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Up(args) => commands::up::run(args, &state_dir(cli.state_dir)?),
+        Command::Logs(args) => commands::logs::run(&args, &state_dir(cli.state_dir)?),
+        Command::Fixture(config) => commands::fixture::run(config),
         Command::Validate(args) => commands::validate::run(&args),
         Command::Render(args) => commands::render::run(&args),
         Command::Secret(command) => commands::secret::run(command, &state_dir(cli.state_dir)?),

@@ -1,7 +1,10 @@
 //! One module per subcommand, plus how findings about specs are shown.
 
 pub mod completions;
+pub mod fixture;
+pub mod logs;
 pub mod render;
 pub mod report;
 pub mod secret;
+pub mod up;
 pub mod validate;

@@ -1,0 +1,182 @@
+//! `lull up`: run deployments on this machine: the activator, the autoscaler and the replicas
+//! in one process, until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use lull_spec::Deployment;
+use lull_spec::secret::{ChainedStore, EnvSecretStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::report;
+use crate::runtime::{Runtime, Settings, admin, reload};
+use crate::secret_store::FileSecretStore;
+
+/// Arguments of `lull up`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  lull up examples/
+  lull up specs/ --listen 0.0.0.0:8080 --domain models.example.com
+  curl http://127.0.0.1:8080/sentiment/predict")]
+pub struct Args {
+    /// Spec files, or directories whose *.yaml and *.yml files are loaded.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Where the activator accepts requests.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Where the admin endpoint serves /v1/deployments and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
+    admin: SocketAddr,
+    /// Also route `Host: <name>.<DOMAIN>` to deployment <name>.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// How often the autoscaler decides.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    tick: lull_spec::Duration,
+    /// How long in-flight and parked requests may take to finish at shutdown.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    drain_timeout: lull_spec::Duration,
+}
+
+/// Runs `lull up` until Ctrl-C or SIGTERM; exit 0 after a clean stop.
+pub fn run(args: Args, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let catalog = reload::load(&args.paths);
+    report::print_diagnostics(&catalog.diagnostics);
+    let deployments = match catalog.into_valid() {
+        Ok((deployments, _)) => deployments,
+        Err(_) => {
+            eprintln!("lull: the specs have errors; nothing was started");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lull=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args, state_dir, deployments))
+}
+
+async fn serve(
+    args: Args,
+    state_dir: &Path,
+    deployments: Vec<Deployment>,
+) -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (--listen); is another lull running?",
+            args.listen
+        )
+    })?;
+    let admin_listener = TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin)", args.admin))?;
+    let settings = Settings {
+        state_dir: state_dir.to_path_buf(),
+        domain: args.domain.clone(),
+        tick: args.tick.get(),
+        drain_timeout: args.drain_timeout.get(),
+    };
+    let secrets = ChainedStore(vec![
+        Box::new(FileSecretStore::new(state_dir)),
+        Box::new(EnvSecretStore),
+    ]);
+    let runtime = Runtime::start(&settings, Box::new(secrets)).await?;
+    if let Err(e) = runtime.apply(deployments) {
+        runtime.backend.shutdown().await;
+        eprintln!("lull: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let shutdown = CancellationToken::new();
+    let activator = tokio::spawn(runtime.activator.clone().serve(listener, shutdown.clone()));
+    let admin = tokio::spawn(admin::serve(
+        runtime.clone(),
+        admin_listener,
+        shutdown.clone(),
+    ));
+    let autoscaler = tokio::spawn(runtime.autoscaler.clone().run(shutdown.clone()));
+    let watcher = tokio::spawn(reload::watch(
+        runtime.clone(),
+        args.paths.clone(),
+        shutdown.clone(),
+    ));
+
+    print_summary(&runtime, &args);
+    wait_for_stop_signal().await?;
+    eprintln!("lull: stopping: draining requests, then stopping every replica");
+    shutdown.cancel();
+    if let Ok(Err(e)) = activator.await {
+        eprintln!("lull: activator: {e}");
+    }
+    let _ = autoscaler.await;
+    let _ = admin.await;
+    if let Ok(Err(e)) = watcher.await {
+        eprintln!("lull: watching the spec files: {e}");
+    }
+    runtime.backend.shutdown().await;
+    eprintln!("lull: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("listening for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+fn print_summary(runtime: &Arc<Runtime>, args: &Args) {
+    let base = format!("http://{}", args.listen);
+    println!("lull is up");
+    println!("  activator  {base}");
+    println!("  admin      http://{}/v1/deployments", args.admin);
+    let deployments = runtime.deployments();
+    let width = deployments.iter().map(|d| d.slug.len()).max().unwrap_or(0);
+    for d in &deployments {
+        let spec = &d.spec;
+        let state = if !spec.enabled {
+            "disabled: answers 503".to_owned()
+        } else {
+            match &spec.resources.autoscaling {
+                Some(a) if a.enabled && a.min_replicas == Some(0) => {
+                    format!(
+                        "0 to {} replicas, wakes on the first request",
+                        a.max_replicas
+                    )
+                }
+                Some(a) if a.enabled => format!(
+                    "{} to {} replicas",
+                    a.min_replicas.unwrap_or(spec.resources.replicas),
+                    a.max_replicas
+                ),
+                _ if spec.resources.replicas == 1 => "1 replica".to_owned(),
+                _ => format!("{} replicas", spec.resources.replicas),
+            }
+        };
+        let prefix = spec
+            .routing
+            .path_prefix
+            .clone()
+            .unwrap_or_else(|| format!("/{}", d.slug));
+        println!("  {:width$}  {state}", d.slug);
+        println!("  {:width$}  curl {base}{prefix}/", "");
+    }
+    println!("Ctrl-C drains requests, stops every replica and exits.");
+}
