@@ -443,7 +443,8 @@ fn claims(spec: &DeploymentSpec, slug: &str, document: &Node) -> Vec<Claim> {
 fn check_names(catalog: &mut Catalog, claims: &[Vec<Claim>]) {
     let mut first: BTreeMap<(&str, &str), (&Deployment, &Claim)> = BTreeMap::new();
     let mut found = Vec::new();
-    for (d, claims) in catalog.deployments.iter().zip(claims) {
+    let mut failed = Vec::new();
+    for (i, (d, claims)) in catalog.deployments.iter().zip(claims).enumerate() {
         let mut name_taken = false;
         for claim in claims {
             let Some((other, earlier)) = first.get(&(claim.kind, claim.value.as_str())) else {
@@ -455,6 +456,7 @@ fn check_names(catalog: &mut Catalog, claims: &[Vec<Claim>]) {
                 continue;
             }
             name_taken |= claim.kind == "name";
+            failed.push(i);
             let what = if claim.derived {
                 format!("the default path prefix `{}` (from the name)", claim.value)
             } else {
@@ -478,9 +480,11 @@ fn check_names(catalog: &mut Catalog, claims: &[Vec<Claim>]) {
             });
         }
     }
-    let failed: Vec<String> = found.iter().filter_map(|d| d.deployment.clone()).collect();
     catalog.diagnostics.extend(found);
-    catalog
-        .deployments
-        .retain(|d| !failed.contains(&d.spec.name));
+    // Only the later claimants fail: the first keeps its name (two may share a display name).
+    let mut index = 0;
+    catalog.deployments.retain(|_| {
+        index += 1;
+        !failed.contains(&(index - 1))
+    });
 }

@@ -1427,6 +1427,30 @@ fn one_slug_in_two_files_names_both_files() {
 }
 
 #[test]
+fn one_name_in_two_files_keeps_the_first() {
+    let dir = dir_with(&[
+        ("a.yaml", "name: api\ncommand: [x]\n"),
+        ("b.yaml", "name: api\ncommand: [y]\n"),
+    ]);
+    let catalog = load_paths(&[dir.path()]);
+    let found = errors(&catalog);
+    assert_eq!(found.len(), 1, "{}", show(&found));
+    assert_eq!(found[0].file, file_in(dir.path(), "b.yaml"));
+    assert!(
+        found[0].message.contains(&format!(
+            "name `api` is also used by deployment `api` in {}:1:7",
+            file_in(dir.path(), "a.yaml")
+        )),
+        "{}",
+        found[0]
+    );
+    // The deployment the error does not name is not dropped with the one it names.
+    assert_eq!(catalog.deployments.len(), 1);
+    assert_eq!(catalog.deployments[0].file, file_in(dir.path(), "a.yaml"));
+    assert_eq!(catalog.deployments[0].spec.command, ["x"]);
+}
+
+#[test]
 fn one_slug_twice_in_one_file() {
     let yaml = "name: My App\ncommand: [x]\n---\nname: my-app\ncommand: [y]\n";
     let catalog = load_str(yaml, "multi.yaml");
