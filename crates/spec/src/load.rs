@@ -199,7 +199,13 @@ fn load_file_into(path: &Path, loader: &mut Loader) {
     }
     match std::fs::read_to_string(path) {
         Ok(text) => load_text_into(&text, &file, loader),
-        Err(e) => diagnostics.push(file_error(&file, format!("cannot read: {e}"), None)),
+        Err(e) => {
+            let mut d = file_error(&file, format!("cannot read: {e}"), None);
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                d.help = Some("save the file as UTF-8".to_owned());
+            }
+            diagnostics.push(d);
+        }
     }
 }
 

@@ -1671,3 +1671,46 @@ fn diagnostics_render_file_line_column_path_and_help() {
         "spec.yaml:2:1: error: comand: unknown field `comand` (deployment `a`)\n  help: did you mean `command`?"
     );
 }
+
+#[test]
+fn columns_count_characters_and_line_endings_do_not_matter() {
+    // Three two-byte and three four-byte characters before the value: columns count characters.
+    for name in ["ééé", "日本🚀"] {
+        let yaml = format!("name: a\ncommand: [x]\nenv: [{{name: \"{name}\", value: 5}}]\n");
+        let catalog = load_str(&yaml, "chars.yaml");
+        let found = errors(&catalog);
+        assert_eq!(found.len(), 1, "{}", show(&found));
+        assert_eq!(
+            found[0].at.map(|p| (p.line, p.column)),
+            Some((3, 28)),
+            "{name}"
+        );
+    }
+    // Windows line endings and a byte-order mark leave positions as they are.
+    for yaml in [
+        "name: a\r\ncomand: [x]\r\n",
+        "\u{feff}name: a\ncomand: [x]\n",
+    ] {
+        let catalog = load_str(yaml, "crlf.yaml");
+        let found = errors(&catalog);
+        assert_eq!(found.len(), 1, "{yaml:?}: {}", show(&found));
+        assert_eq!(
+            found[0].at.map(|p| (p.line, p.column)),
+            Some((2, 1)),
+            "{yaml:?}"
+        );
+        assert_eq!(found[0].path, "comand");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_utf8_says_so() {
+    let dir = dir_with(&[]);
+    let path = dir.path().join("latin1.yaml");
+    std::fs::write(&path, b"name: caf\xe9\ncommand: [x]\n").expect("write");
+    let catalog = load_paths(&[&path]);
+    let found = errors(&catalog);
+    assert_eq!(found.len(), 1, "{}", show(&found));
+    assert!(found[0].message.contains("UTF-8"), "{}", found[0]);
+    assert_eq!(found[0].help.as_deref(), Some("save the file as UTF-8"));
+}
