@@ -38,11 +38,15 @@ const MAX_LINE: usize = 16 * 1024;
 /// one slow disk can take per replica (4 MiB).
 const QUEUE_LINES: usize = 256;
 
-/// Most bytes written to the file in one go.
-const BATCH_BYTES: usize = 64 * 1024;
+/// Most bytes written to the file in one go: large batches keep up with a chatty replica.
+const BATCH_BYTES: usize = 1024 * 1024;
 
-/// How long the writer keeps taking output after the replica is gone.
+/// Once the replica is gone, the writer stops after this long without output...
 const LINGER: Duration = Duration::from_secs(1);
+
+/// ...or this long after the replica went, whichever comes first: a process that escaped the
+/// group may hold the pipe open, and write to it, forever.
+const LINGER_MAX: Duration = Duration::from_secs(10);
 
 /// How often `show --follow` looks for new output and new replicas.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -373,8 +377,8 @@ async fn read_lines(
     }
 }
 
-/// Empties the queue into the rotating file until every sender is gone, or for at most
-/// `LINGER` once the replica is: a process that escaped its group may hold the pipe forever.
+/// Empties the queue into the rotating file until every sender is gone, or, once the replica
+/// is, until the output stops (see `LINGER`).
 async fn write_lines(
     path: PathBuf,
     mut queue: mpsc::Receiver<Vec<u8>>,
@@ -388,17 +392,20 @@ async fn write_lines(
             None
         }
     };
-    let mut linger = None;
+    let mut gone_at = None;
     loop {
-        let next = match linger {
+        let next = match gone_at {
             None => tokio::select! {
                 line = queue.recv() => line,
                 () = closed.cancelled() => {
-                    linger = Some(Instant::now() + LINGER);
+                    gone_at = Some(Instant::now());
                     continue;
                 }
             },
-            Some(until) => timeout_at(until, queue.recv()).await.unwrap_or(None),
+            Some(at) => {
+                let until = (Instant::now() + LINGER).min(at + LINGER_MAX);
+                timeout_at(until, queue.recv()).await.unwrap_or(None)
+            }
         };
         let Some(first) = next else { break };
         let mut batch = Vec::with_capacity(first.len());
