@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::leftovers;
 use crate::limits::Limits;
+use crate::ports::Ports;
 use crate::proc_metrics::CpuReading;
 use crate::state::{self, State};
 use crate::supervisor::{Supervisor, reconcile};
@@ -101,6 +102,7 @@ pub(crate) struct Shared {
     state_path: PathBuf,
     boot_time: Option<u64>,
     limits: Limits,
+    ports: Ports,
     load: RwLock<Option<Arc<dyn ReplicaLoad>>>,
     deployments: Mutex<BTreeMap<DeploymentKey, Arc<Supervisor>>>,
     /// Desired counts of the previous run, until the first [`LocalBackend::apply`].
@@ -133,6 +135,11 @@ impl Shared {
     /// How limits are enforced.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The ports leased to replicas.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
     }
 
     /// The activators' view of in-flight requests, once set.
@@ -257,6 +264,7 @@ impl LocalBackend {
             state_path,
             boot_time: procfs::boot_time_secs().ok(),
             limits,
+            ports: Ports::default(),
             load: RwLock::new(None),
             deployments: Mutex::new(BTreeMap::new()),
             restored: Mutex::new(Some(previous.deployments)),
@@ -274,7 +282,7 @@ impl LocalBackend {
     /// Sets the deployments to run. New ones start with no replica (or as many as the previous
     /// run wanted, if they are enabled) until [`Backend::set_desired`]; ones that are gone are
     /// drained and stopped; changed ones are rolled over to the new spec by their rollout
-    /// strategy; disabled ones go to zero.
+    /// strategy; disabled ones go to zero. Call it within a Tokio runtime: it starts tasks.
     pub fn apply(&self, deployments: Vec<LocalDeployment>) {
         let restored = lock(&self.shared.restored).take().unwrap_or_default();
         let mut changed = Vec::new();
@@ -377,7 +385,8 @@ impl Backend for LocalBackend {
                 .shared
                 .supervisor(key)
                 .ok_or_else(|| lull_core::Error::UnknownDeployment(key.clone()))?;
-            if supervisor.set_desired(replicas) {
+            // While shutting down, the counts of the running lull stay what the next one restores.
+            if !self.shared.is_shutting_down() && supervisor.set_desired(replicas) {
                 reconcile(&self.shared, &supervisor);
                 self.shared.persist().await;
             }

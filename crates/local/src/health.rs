@@ -503,7 +503,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_probes_fail_when_nothing_listens() {
-        let port = process::free_port().expect("port");
+        let port = crate::ports::free_port().expect("port");
         let p = probe(ProbeAction::Http {
             port: ProbePort::Fixed(port),
             path: "/".to_owned(),

@@ -18,6 +18,7 @@ mod health;
 mod leftovers;
 mod limits;
 pub mod logs;
+mod ports;
 mod proc_metrics;
 mod process;
 mod replica;

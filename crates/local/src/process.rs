@@ -9,7 +9,6 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -53,9 +52,6 @@ pub enum Error {
     /// `lull` was asked for and lull's own executable could not be found.
     #[error("cannot find lull's own executable to run `lull`: {0}")]
     CurrentExe(#[source] io::Error),
-    /// No free port could be found.
-    #[error("cannot pick a free port on 127.0.0.1: {0}")]
-    Port(#[source] io::Error),
     /// /proc could not be read for a process lull just started.
     #[error("cannot read /proc/{pid}: {source}")]
     Proc {
@@ -82,13 +78,6 @@ pub(crate) fn resolve_program(program: &str, dir: Option<&Path>) -> Result<PathB
         Some(dir) if path.is_relative() && path.components().count() > 1 => Ok(dir.join(path)),
         _ => Ok(path.to_path_buf()),
     }
-}
-
-/// A port on 127.0.0.1 that nothing listens on now. The listener is dropped before the replica
-/// binds it; another process could take it in between, which the replica then reports by failing.
-pub(crate) fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(Error::Port)?;
-    Ok(listener.local_addr().map_err(Error::Port)?.port())
 }
 
 /// The environment a child gets: lull's own minus its secret variables, then `env` in order

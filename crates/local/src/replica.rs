@@ -20,7 +20,7 @@ use crate::backoff::Backoff;
 use crate::health::{self, Target};
 use crate::limits;
 use crate::logs::ReplicaLog;
-use crate::process::{self, Launch, ReplicaProcess, describe_exit, free_port};
+use crate::process::{self, Launch, ReplicaProcess, describe_exit};
 use crate::supervisor::{Running, Supervisor, reconcile};
 use crate::template::Template;
 
@@ -106,10 +106,12 @@ async fn run_once(task: &ReplicaTask, log: &ReplicaLog) -> RunEnd {
         why,
         ran_for: Duration::ZERO,
     };
-    let port = match free_port() {
-        Ok(port) => port,
+    // Held until this run's process is gone, so no other replica is given the port meanwhile.
+    let lease = match shared.ports().lease() {
+        Ok(lease) => lease,
         Err(e) => return failed(e.to_string()),
     };
+    let port = lease.port();
     let env = replica_env(template, port, supervisor.key.as_str(), id);
     let spawned = match process::spawn(&Launch {
         program: &template.program,
@@ -195,6 +197,7 @@ async fn run_once(task: &ReplicaTask, log: &ReplicaLog) -> RunEnd {
         limits::release(cgroup).await;
     }
     supervisor.update(id, |r| r.process = None);
+    drop(lease);
     shared.persist().await;
     match why {
         None => RunEnd::Stopped,

@@ -247,3 +247,42 @@ async fn a_missing_secret_is_a_problem_and_starts_nothing() {
     assert!(status.replicas.is_empty());
     backend.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_probe_holds_readiness_back_until_it_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = dir.path().join("model-loaded");
+    let spec = format!(
+        "{}healthChecks:\n  startup: {{ exec: {{ command: [test, -f, {:?}] }}, periodSeconds: 60, failureThreshold: 10 }}\n",
+        sh(SERVER),
+        started.display().to_string(),
+    );
+    let backend = start(dir.path()).await;
+    backend.apply(vec![deployment("slow", &spec)]);
+    let key = DeploymentKey::new("slow");
+    let mut endpoints = backend.endpoints(&key).expect("known");
+    backend.set_desired(&key, 1).await.expect("known");
+
+    // The server answers, but its startup probe has not passed: not ready.
+    let mut addr = None;
+    eventually("an address", || {
+        addr = replicas(&backend, &key).first().and_then(|r| r.addr);
+        addr.is_some()
+    })
+    .await;
+    let addr = addr.expect("an address");
+    let until = tokio::time::Instant::now() + PATIENCE;
+    while get(addr, "/").await != Some(200) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the server never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(endpoints.borrow().is_empty());
+
+    std::fs::write(&started, "").expect("touch");
+    endpoints_where(&mut endpoints, "ready once started", |s| s.len() == 1).await;
+    backend.shutdown().await;
+}
