@@ -103,6 +103,8 @@ impl MetricSource for LocalBackend {
                 .cpu
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Readings of deployments that are gone are not needed again.
+            readings.retain(|key, _| shared.supervisor(key).is_some());
             let mut samples = BTreeMap::new();
             for (key, replicas, max_memory) in wanted {
                 let previous = readings.remove(&key).unwrap_or_default();

@@ -398,6 +398,59 @@ fn pick(mut candidates: Vec<&Candidate>, n: usize) -> Vec<ReplicaId> {
         .collect()
 }
 
+/// What [`reconcile`] does to a deployment's replicas.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    /// Replicas to drain and stop.
+    stop: Vec<ReplicaId>,
+    /// How many replicas of the current version to start.
+    start: usize,
+}
+
+/// Decides which replicas to stop and how many to start, given `want` replicas, the replicas of
+/// the current version (`cur`) and of older ones (`old`) that are not stopping already, and
+/// whether any older one still runs at all (`old_remains`, stopping ones included).
+fn plan(
+    want: usize,
+    strategy: RolloutStrategy,
+    can_start: bool,
+    old_remains: bool,
+    cur: &[Candidate],
+    old: &[Candidate],
+) -> Plan {
+    let ids = |c: &[Candidate]| c.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+    if want == 0 {
+        let mut stop = ids(cur);
+        stop.extend(ids(old));
+        return Plan { stop, start: 0 };
+    }
+    if strategy == RolloutStrategy::Safe && old_remains {
+        // Never two versions at once: the new one starts when the last old one is gone.
+        let mut stop = ids(old);
+        stop.extend(pick(cur.iter().collect(), cur.len().saturating_sub(want)));
+        return Plan { stop, start: 0 };
+    }
+    let cur_ready = cur.iter().filter(|c| c.ready).count();
+    // Old replicas go only as new ones are ready to take their place.
+    let keep_old = want.saturating_sub(cur_ready).min(old.len());
+    let mut stop = pick(old.iter().collect(), old.len() - keep_old);
+    let mut start = 0;
+    if cur.len() > want {
+        stop.extend(pick(cur.iter().collect(), cur.len() - want));
+    } else if can_start {
+        // Fill the gap in capacity at once; during a rollout add one replica beyond it at a
+        // time, so a version that does not start does not eat the machine.
+        let mut running = cur.len();
+        let mut starting = cur.len() - cur_ready;
+        while running < want && (running + keep_old < want || starting == 0) {
+            start += 1;
+            running += 1;
+            starting += 1;
+        }
+    }
+    Plan { stop, start }
+}
+
 /// Brings the deployment's replicas in line with what is wanted; see the module docs.
 pub(crate) fn reconcile(shared: &Arc<Shared>, supervisor: &Arc<Supervisor>) {
     let mut starts = Vec::new();
@@ -426,35 +479,14 @@ pub(crate) fn reconcile(shared: &Arc<Shared>, supervisor: &Arc<Supervisor>) {
                 old.push(candidate);
             }
         }
-        let mut stop = Vec::new();
-        let mut start = 0;
-        if want == 0 {
-            stop.extend(cur.iter().chain(&old).map(|c| c.id.clone()));
-        } else if inner.strategy == RolloutStrategy::Safe && old_remains {
-            // Never two versions at once: the new one starts when the last old one is gone.
-            stop.extend(old.iter().map(|c| c.id.clone()));
-            if cur.len() > want {
-                stop.extend(pick(cur.iter().collect(), cur.len() - want));
-            }
-        } else {
-            let cur_ready = cur.iter().filter(|c| c.ready).count();
-            // Old replicas go only as new ones are ready to take their place.
-            let keep_old = want.saturating_sub(cur_ready).min(old.len());
-            stop.extend(pick(old.iter().collect(), old.len() - keep_old));
-            if cur.len() > want {
-                stop.extend(pick(cur.iter().collect(), cur.len() - want));
-            } else if inner.template.is_some() {
-                // Fill the gap in capacity at once; during a rollout add one replica beyond it
-                // at a time, so a version that does not start does not eat the machine.
-                let mut running = cur.len();
-                let mut starting = cur.len() - cur_ready;
-                while running < want && (running + keep_old < want || starting == 0) {
-                    start += 1;
-                    running += 1;
-                    starting += 1;
-                }
-            }
-        }
+        let Plan { stop, start } = plan(
+            want,
+            inner.strategy,
+            inner.template.is_some(),
+            old_remains,
+            &cur,
+            &old,
+        );
         for id in &stop {
             if let Some(replica) = inner.replicas.get_mut(id) {
                 mark_stopping(replica);
@@ -525,5 +557,87 @@ mod tests {
         };
         assert_eq!(ids(1), ["a-2"]);
         assert_eq!(ids(3), ["a-2", "a-4", "a-3"]);
+    }
+
+    fn plan_ids(
+        want: usize,
+        strategy: RolloutStrategy,
+        cur: &[Candidate],
+        old: &[Candidate],
+    ) -> (Vec<String>, usize) {
+        let p = plan(want, strategy, true, !old.is_empty(), cur, old);
+        (p.stop.iter().map(ToString::to_string).collect(), p.start)
+    }
+
+    #[test]
+    fn scaling_starts_or_stops_the_difference() {
+        let rolling = RolloutStrategy::Rolling;
+        assert_eq!(plan_ids(3, rolling, &[], &[]), (vec![], 3));
+        let cur = [candidate("a-1", true, 1), candidate("a-2", true, 2)];
+        assert_eq!(plan_ids(2, rolling, &cur, &[]), (vec![], 0));
+        assert_eq!(plan_ids(1, rolling, &cur, &[]), (vec!["a-2".to_owned()], 0));
+        assert_eq!(
+            plan_ids(0, rolling, &cur, &[]),
+            (vec!["a-1".to_owned(), "a-2".to_owned()], 0)
+        );
+        let no_template = plan(2, rolling, false, false, &[], &[]);
+        assert_eq!(
+            no_template,
+            Plan {
+                stop: vec![],
+                start: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_rolling_update_replaces_one_replica_at_a_time_without_losing_capacity() {
+        let rolling = RolloutStrategy::Rolling;
+        let old = [candidate("a-1", true, 1), candidate("a-2", true, 2)];
+        // One new replica beyond the two old ones.
+        assert_eq!(plan_ids(2, rolling, &[], &old), (vec![], 1));
+        // Not ready yet: nothing more.
+        let starting = [candidate("a-3", false, 3)];
+        assert_eq!(plan_ids(2, rolling, &starting, &old), (vec![], 0));
+        // Ready: the newest old one goes, the next new one starts.
+        let one_ready = [candidate("a-3", true, 3)];
+        assert_eq!(
+            plan_ids(2, rolling, &one_ready, &old),
+            (vec!["a-2".to_owned()], 1)
+        );
+        // Both new ones ready: the last old one goes.
+        let both = [candidate("a-3", true, 3), candidate("a-4", true, 4)];
+        assert_eq!(
+            plan_ids(2, rolling, &both, &old[..1]),
+            (vec!["a-1".to_owned()], 0)
+        );
+        // Scaling up during a rollout fills the gap at once.
+        assert_eq!(plan_ids(3, rolling, &[], &old[..1]), (vec![], 2));
+    }
+
+    #[test]
+    fn a_safe_update_stops_every_old_replica_before_starting_new_ones() {
+        let safe = RolloutStrategy::Safe;
+        let old = [candidate("a-1", true, 1), candidate("a-2", true, 2)];
+        assert_eq!(
+            plan_ids(2, safe, &[], &old),
+            (vec!["a-1".to_owned(), "a-2".to_owned()], 0)
+        );
+        // Old ones still stopping: wait.
+        assert_eq!(
+            plan(2, safe, true, true, &[], &[]),
+            Plan {
+                stop: vec![],
+                start: 0
+            }
+        );
+        // All gone: start.
+        assert_eq!(
+            plan(2, safe, true, false, &[], &[]),
+            Plan {
+                stop: vec![],
+                start: 2
+            }
+        );
     }
 }
