@@ -235,7 +235,7 @@ fn check_alternatives(node: &Node, branches: &[Value], path: &str, out: &mut Vec
             );
             return;
         };
-        let Some((key, tag_node)) = entries.iter().find(|(k, _)| k.name == field) else {
+        let Some((_, tag_node)) = entries.iter().find(|(k, _)| k.name == field) else {
             push(
                 out,
                 node.at,
@@ -255,10 +255,10 @@ fn check_alternatives(node: &Node, branches: &[Value], path: &str, out: &mut Vec
                 if let Some(close) = did_you_mean(tag, names.iter().copied()) {
                     help = format!("did you mean `{close}`? Allowed: {}", one_of(&names));
                 }
-                let at = if tag.is_empty() { key.at } else { tag_node.at };
+
                 push(
                     out,
-                    at,
+                    tag_node.at,
                     Issue::error(
                         join(path, &field),
                         format!("{} is not a known {field}", describe(&tag_node.value)),
@@ -534,8 +534,16 @@ fn check_range(node: &Node, schema: &Map<String, Value>, path: &str, out: &mut V
         );
         return;
     }
-    let min = schema.get("minimum").and_then(Value::as_f64);
-    let max = schema.get("maximum").and_then(Value::as_f64);
+    // schemars gives `u32` fields a minimum but no maximum; the format says what serde accepts.
+    let (format_min, format_max) = match schema.get("format").and_then(Value::as_str) {
+        Some("uint8") => (Some(0.0), Some(f64::from(u8::MAX))),
+        Some("uint16") => (Some(0.0), Some(f64::from(u16::MAX))),
+        Some("uint32") => (Some(0.0), Some(f64::from(u32::MAX))),
+        Some("int32") => (Some(f64::from(i32::MIN)), Some(f64::from(i32::MAX))),
+        _ => (None, None),
+    };
+    let min = schema.get("minimum").and_then(Value::as_f64).or(format_min);
+    let max = schema.get("maximum").and_then(Value::as_f64).or(format_max);
     let outside = min.is_some_and(|m| value < m) || max.is_some_and(|m| value > m);
     if outside {
         let range = match (min, max) {

@@ -270,6 +270,8 @@ impl<'de> Deserialize<'de> for Quantity {
             }
 
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
+                // `-0.0` passes the schema's minimum of 0 but would print as `-0`.
+                let v = if v == 0.0 { 0.0 } else { v };
                 self.visit_str(&v.to_string())
             }
         }

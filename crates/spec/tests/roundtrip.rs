@@ -208,12 +208,13 @@ fn env_var_name() -> impl Strategy<Value = String> {
     ]
 }
 
-fn env() -> impl Strategy<Value = Vec<EnvVar>> {
+fn env() -> BoxedStrategy<Vec<EnvVar>> {
     vec(
         (env_var_name(), config_value()).prop_map(|(name, value)| EnvVar { name, value }),
         0..6,
     )
     .prop_map(|vars| unique_by(vars, |v| v.name.clone()))
+    .boxed()
 }
 
 fn metric_target() -> impl Strategy<Value = MetricTarget> {
@@ -299,7 +300,7 @@ fn autoscaling(replicas: u32) -> impl Strategy<Value = Autoscaling> {
     })
 }
 
-fn resources() -> impl Strategy<Value = Resources> {
+fn resources() -> BoxedStrategy<Resources> {
     (
         0u32..=5,
         vec(1u16..=u16::MAX, 1..4),
@@ -350,6 +351,7 @@ fn resources() -> impl Strategy<Value = Resources> {
                 })
             },
         )
+        .boxed()
 }
 
 fn header() -> impl Strategy<Value = Header> {
@@ -491,11 +493,13 @@ fn integration(i: usize) -> impl Strategy<Value = Integration> {
     ]
 }
 
-fn integrations() -> impl Strategy<Value = Vec<Integration>> {
-    (0usize..=5).prop_flat_map(|n| (0..n).map(integration).collect::<Vec<_>>())
+fn integrations() -> BoxedStrategy<Vec<Integration>> {
+    (0usize..=5)
+        .prop_flat_map(|n| (0..n).map(integration).collect::<Vec<_>>())
+        .boxed()
 }
 
-fn routing() -> impl Strategy<Value = Routing> {
+fn routing() -> BoxedStrategy<Routing> {
     (
         vec(host(), 0..3),
         option::of("(/[a-zA-Z0-9._~-]{1,10}){1,3}"),
@@ -506,9 +510,10 @@ fn routing() -> impl Strategy<Value = Routing> {
             path_prefix,
             rewrite_path,
         })
+        .boxed()
 }
 
-fn load_balancing() -> impl Strategy<Value = LoadBalancing> {
+fn load_balancing() -> BoxedStrategy<LoadBalancing> {
     (
         proptest::sample::select(vec![
             LoadBalancingPolicy::RoundRobin,
@@ -528,6 +533,7 @@ fn load_balancing() -> impl Strategy<Value = LoadBalancing> {
                 ttl,
             },
         })
+        .boxed()
 }
 
 fn rate_limit() -> impl Strategy<Value = RateLimit> {
@@ -539,7 +545,7 @@ fn rate_limit() -> impl Strategy<Value = RateLimit> {
     })
 }
 
-fn activator() -> impl Strategy<Value = Activator> {
+fn activator() -> BoxedStrategy<Activator> {
     (
         any::<u32>(),
         positive_duration(),
@@ -582,9 +588,10 @@ fn activator() -> impl Strategy<Value = Activator> {
                 },
             },
         )
+        .boxed()
 }
 
-fn rollout() -> impl Strategy<Value = Rollout> {
+fn rollout() -> BoxedStrategy<Rollout> {
     prop_oneof![
         (1u32..=99).prop_map(|p| Rollout {
             strategy: RolloutStrategy::Canary,
@@ -603,13 +610,14 @@ fn rollout() -> impl Strategy<Value = Rollout> {
                 canary_percent,
             }),
     ]
+    .boxed()
 }
 
 fn string_map() -> impl Strategy<Value = BTreeMap<String, String>> {
     btree_map(text(), text(), 0..4)
 }
 
-fn kubernetes() -> impl Strategy<Value = Kubernetes> {
+fn kubernetes() -> BoxedStrategy<Kubernetes> {
     (
         option::of(dns_label()),
         string_map(),
@@ -640,6 +648,7 @@ fn kubernetes() -> impl Strategy<Value = Kubernetes> {
                 }
             },
         )
+        .boxed()
 }
 
 fn api_version() -> impl Strategy<Value = ApiVersion> {
@@ -660,7 +669,7 @@ fn environment() -> impl Strategy<Value = Environment> {
 }
 
 /// A valid deployment spec.
-fn spec() -> impl Strategy<Value = DeploymentSpec> {
+fn spec() -> BoxedStrategy<DeploymentSpec> {
     let head = (
         api_version(),
         name(),
@@ -703,53 +712,63 @@ fn spec() -> impl Strategy<Value = DeploymentSpec> {
         vec(dns_label(), 0..3),
         kubernetes(),
     );
-    (head, body, tail, rest).prop_map(
-        |(
-            (api_version, name, description, enabled, (command, image), container_registry, env),
-            (resources, health_checks),
-            (
-                integrations,
-                basic_auth_key,
-                is_external,
-                routing,
-                load_balancing,
-                activator,
-                rollout,
-            ),
-            (termination_grace_period, environment, version, aliases, kubernetes),
-        )| {
-            let slug = lull_spec::names::slugify(&name);
-            let mut kubernetes = kubernetes;
-            kubernetes.sidecars.retain(|s| s.name != slug);
-            DeploymentSpec {
-                api_version,
-                description,
-                enabled,
-                image,
-                container_registry,
-                command,
-                env,
-                resources,
-                health_checks,
-                integrations,
-                basic_auth_key,
-                is_external,
-                routing,
-                load_balancing,
-                activator,
-                rollout,
-                termination_grace_period,
-                environment,
-                version,
-                aliases: unique_by(aliases, Clone::clone)
-                    .into_iter()
-                    .filter(|a| *a != slug)
-                    .collect(),
-                kubernetes,
-                name,
-            }
-        },
-    )
+    (head, body, tail, rest)
+        .prop_map(
+            |(
+                (
+                    api_version,
+                    name,
+                    description,
+                    enabled,
+                    (command, image),
+                    container_registry,
+                    env,
+                ),
+                (resources, health_checks),
+                (
+                    integrations,
+                    basic_auth_key,
+                    is_external,
+                    routing,
+                    load_balancing,
+                    activator,
+                    rollout,
+                ),
+                (termination_grace_period, environment, version, aliases, kubernetes),
+            )| {
+                let slug = lull_spec::names::slugify(&name);
+                let mut kubernetes = kubernetes;
+                kubernetes.sidecars.retain(|s| s.name != slug);
+                DeploymentSpec {
+                    api_version,
+                    description,
+                    enabled,
+                    image,
+                    container_registry,
+                    command,
+                    env,
+                    resources,
+                    health_checks,
+                    integrations,
+                    basic_auth_key,
+                    is_external,
+                    routing,
+                    load_balancing,
+                    activator,
+                    rollout,
+                    termination_grace_period,
+                    environment,
+                    version,
+                    aliases: unique_by(aliases, Clone::clone)
+                        .into_iter()
+                        .filter(|a| *a != slug)
+                        .collect(),
+                    kubernetes,
+                    name,
+                }
+            },
+        )
+        .boxed()
 }
 
 /// 256 cases per property, or `PROPTEST_CASES` for a longer hunt.
@@ -859,5 +878,135 @@ proptest! {
         let (q2, d2): (Quantity, Duration) = serde_saphyr::from_str(&yaml).expect("deserialises");
         prop_assert_eq!(q2, q);
         prop_assert_eq!(d2, d);
+    }
+}
+
+/// Raw YAML that may stand anywhere a value does: edge numbers, nulls, look-alikes, empty and
+/// non-empty collections, bad units and references.
+const REPLACEMENTS: &[&str] = &[
+    "-0.0",
+    "-0",
+    "0",
+    "1",
+    "-1",
+    "1.5",
+    "0.0000001",
+    "1e20",
+    "1e999",
+    "-.inf",
+    ".nan",
+    "4294967295",
+    "4294967296",
+    "65535",
+    "65536",
+    "70000",
+    "99999999999999999999999",
+    "-99999999999999999999999",
+    "0x1F",
+    "0o17",
+    "~",
+    "null",
+    "''",
+    "\"\"",
+    "yes",
+    "true",
+    "false",
+    "[]",
+    "{}",
+    "[1, 2]",
+    "[a, '']",
+    "{a: 1}",
+    "{type: s3}",
+    "\"secret:\"",
+    "\"secret:a b\"",
+    "secret:ok",
+    "1m",
+    "5x",
+    "0s",
+    "/x",
+    "x",
+    "\"\\t\"",
+    "12:30",
+    "2024-01-01",
+    "!!str 5",
+    "'  '",
+];
+
+/// Every value in a JSON tree, containers included: its field path (`resources.ports[0]`) and
+/// its JSON pointer (`/resources/ports/0`), which also copes with keys holding `.` or `[`.
+fn value_paths(
+    value: &serde_json::Value,
+    path: &str,
+    pointer: &str,
+    out: &mut Vec<(String, String)>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                let escaped = key.replace('~', "~0").replace('/', "~1");
+                value_paths(child, &child_path, &format!("{pointer}/{escaped}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                value_paths(
+                    child,
+                    &format!("{path}[{i}]"),
+                    &format!("{pointer}/{i}"),
+                    out,
+                );
+            }
+        }
+        _ => {}
+    }
+    if !path.is_empty() {
+        out.push((path.to_owned(), pointer.to_owned()));
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Whatever value a field is given, every error names a field path and a position, and an
+    /// error about the field itself points at the value written there.
+    #[test]
+    fn any_value_anywhere_is_reported_at_its_field(
+        spec in spec(),
+        pick in any::<prop::sample::Index>(),
+        replacement in proptest::sample::select(REPLACEMENTS),
+    ) {
+        const MARKER: &str = "lullmarker7f3a";
+        let mut tree = serde_json::to_value(&spec).expect("a spec converts to JSON");
+        let mut paths = Vec::new();
+        value_paths(&tree, "", "", &mut paths);
+        let (path, pointer) = pick.get(&paths).clone();
+        *tree.pointer_mut(&pointer).expect("the pointer was just made") =
+            serde_json::Value::String(MARKER.to_owned());
+        let yaml = serde_saphyr::to_string(&tree).expect("JSON serialises");
+        let offset = yaml.find(MARKER).expect("the marker is written plainly");
+        let before = &yaml[..offset];
+        let line = before.matches('\n').count() as u64 + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() as u64 + 1;
+        // A tagged value (`!!str 5`) is placed at its scalar, after the tag.
+        let column = column
+            + replacement
+                .strip_prefix('!')
+                .and_then(|r| r.find(' '))
+                .map_or(0, |i| i as u64 + 2);
+        let yaml = yaml.replacen(MARKER, replacement, 1);
+        let catalog = load_str(&yaml, "mutated.yaml");
+        for d in catalog.diagnostics.iter().filter(|d| d.is_error()) {
+            prop_assert!(!d.path.is_empty(), "{} has no field path\nin:\n{}", d, yaml);
+            prop_assert!(d.at.is_some(), "{} has no position\nin:\n{}", d, yaml);
+            if d.path == path {
+                let at = d.at.map(|p| (p.line, p.column));
+                prop_assert_eq!(at, Some((line, column)), "{}\nin:\n{}", d, yaml);
+            }
+        }
     }
 }
