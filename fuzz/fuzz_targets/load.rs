@@ -12,6 +12,12 @@ fuzz_target!(|text: &str| {
         if let Some(at) = d.at {
             assert!(at.line >= 1 && at.column >= 1, "{d}");
         }
+        // Every problem the schema check misses is a bug: it loses the field path.
+        assert_ne!(
+            d.help.as_deref(),
+            Some(lull_spec::load::UNCAUGHT_HELP),
+            "{d}"
+        );
     }
     // A loaded spec is valid: loading what it serialises to must give it back.
     for deployment in &catalog.deployments {

@@ -18,6 +18,11 @@ use crate::validate::validate;
 /// Largest spec file read, in bytes. Real specs are a few KiB.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
+/// The help of an error that lull's schema check missed and only deserialisation found, so it
+/// has no field path. Tests and the fuzzer look for it: each occurrence is a bug to fix.
+pub const UNCAUGHT_HELP: &str =
+    "lull could not tell which field this is about; please report it with the spec";
+
 /// Errors of [`Catalog::into_valid`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -377,9 +382,12 @@ fn load_document(document: &Node, file: &str, loader: &mut Loader) {
     {
         Ok(spec) => spec,
         Err(e) if structurally_valid => {
-            catalog
-                .diagnostics
-                .push(diagnostic(document.at, Issue::error("", e.to_string())));
+            // The schema check should catch everything serde refuses, with a field path; this
+            // is the fallback when it does not.
+            catalog.diagnostics.push(diagnostic(
+                document.at,
+                Issue::error("", e.to_string()).help(UNCAUGHT_HELP),
+            ));
             return;
         }
         Err(_) => {
