@@ -267,18 +267,6 @@ impl<'de> Visitor<'de> for KeyVisitor {
             "a mapping key is empty or null (`~`); write a name before the `:`",
         ))
     }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<KeyText, A::Error> {
-        Err(de::Error::custom(
-            "a mapping key must be a plain value, not a sequence",
-        ))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<KeyText, A::Error> {
-        Err(de::Error::custom(
-            "a mapping key must be a plain value, not a mapping",
-        ))
-    }
 }
 
 impl<'de> Deserialize<'de> for NodeValue {

@@ -255,7 +255,6 @@ fn check_alternatives(node: &Node, branches: &[Value], path: &str, out: &mut Vec
                 if let Some(close) = did_you_mean(tag, names.iter().copied()) {
                     help = format!("did you mean `{close}`? Allowed: {}", one_of(&names));
                 }
-
                 push(
                     out,
                     tag_node.at,
