@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{
     Sandbox, bounded, fixture_spec, get, replica_pids, replica_processes, replicas, snapshot,
-    still_runs, wait_gone,
+    still_runs, wait_gone, wait_reaped,
 };
 use tokio::time::Instant;
 
@@ -93,10 +93,7 @@ async fn a_killed_replica_is_replaced_while_the_other_serves() {
             .find(|r| r["id"] == victim_id.as_str())
             .map(|r| r["restarts"].as_u64().unwrap_or(0));
         eprintln!("replacement: {replaced:?} (the victim's id restarted: {comeback:?})");
-        assert!(
-            victim_process.iter().all(|p| !still_runs(p)),
-            "the killed process is gone"
-        );
+        wait_reaped(&victim_process, "the killed replica").await;
         // A little more load on the two replicas, then stop.
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop.store(true, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::{Sandbox, bounded, fixture_spec, get, replica_pids, replicas, snapshot, wait_gone};
+use support::{Sandbox, bounded, fixture_spec, get, replica_pids, replicas, snapshot, wait_reaped};
 
 /// The scaling tick passed to `lull up`.
 const TICK: Duration = Duration::from_secs(1);
@@ -76,7 +76,7 @@ async fn an_idle_deployment_goes_to_zero_and_its_processes_are_gone() {
         );
 
         eprintln!("decisions: {reasons:?}");
-        wait_gone(&processes, "the idle replica's process").await;
+        wait_reaped(&processes, "the idle replica's process").await;
     })
     .await;
 }

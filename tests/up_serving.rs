@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use support::{
     Sandbox, bounded, fixture_spec, get, replica_pids, replica_processes, replicas, repo_root,
-    snapshot, wait_gone,
+    snapshot, wait_reaped,
 };
 
 /// A deployment at zero (minReplicas 0) answers its first request with 200 and the body of the
@@ -60,7 +60,7 @@ async fn a_deployment_at_zero_answers_its_first_request() {
 
         let status = lull.stop().await;
         assert!(status.success(), "SIGTERM drains and exits 0, not {status}");
-        wait_gone(&processes, "the replica after `lull up` stopped").await;
+        wait_reaped(&processes, "the replica after `lull up` stopped").await;
     })
     .await;
 }

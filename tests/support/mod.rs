@@ -642,7 +642,8 @@ pub fn replica_processes(slug: &str) -> Vec<Proc> {
         .collect()
 }
 
-/// Waits until none of `pids` runs, at most [`WAIT`]; panics naming the ones that still run.
+/// Waits until none of `processes` runs (a zombie no longer runs: an orphan's zombie waits for
+/// pid 1 to reap it), at most [`WAIT`]; panics naming the ones that still run.
 pub async fn wait_gone(processes: &[Proc], what: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -656,6 +657,25 @@ pub async fn wait_gone(processes: &[Proc], what: &str) {
         }
         if Instant::now() > deadline {
             panic!("{what}: pids {running:?} still run after {WAIT:?}");
+        }
+        sleep(POLL).await;
+    }
+}
+
+/// Waits until none of `processes` exists any more, not even as a zombie (its parent reaped it),
+/// at most [`WAIT`]: `/proc/<pid>` is absent, or names a newer process that got the pid.
+pub async fn wait_reaped(processes: &[Proc], what: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left: Vec<Proc> = processes
+            .iter()
+            .filter_map(|p| proc_stat(p.pid).filter(|now| now.start == p.start))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: still in /proc after {WAIT:?}: {left:?}");
         }
         sleep(POLL).await;
     }
