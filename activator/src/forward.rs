@@ -12,9 +12,9 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::connect::Connector;
 use crate::response::ErrorResponse;
 
 /// Idle pooled connections kept per replica; enough for a burst, bounded.
@@ -136,21 +136,18 @@ pub(crate) struct Limits {
 /// Forwards one deployment's requests to its replicas.
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarder {
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<Connector, UpstreamBody>,
     limits: Limits,
 }
 
 impl Forwarder {
     /// A forwarder with its own connection pool.
     pub fn new(limits: Limits) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE_PER_REPLICA)
-            .build(connector);
+            .build(Connector::new(limits.connect_timeout));
         Self { client, limits }
     }
 

@@ -8,7 +8,7 @@
 //! the backends' draining ([`lull_core::ReplicaLoad`]) and `/metrics`.
 //!
 //! The pieces, one concern each: `router` (which deployment), `balance` (which replica),
-//! `parking` (waiting for a replica), `forward` (talking to it), `body` and `stats` (accounting
+//! `parking` (waiting for a replica), `forward` and `connect` (talking to it), `body` and `stats` (accounting
 //! until the response ends), `response` (the activator's own JSON answers), `proxy` (the tower
 //! service that strings them together), `server` (connections and graceful stop), `table`
 //! (the live route table) and `metrics`.
@@ -16,6 +16,7 @@
 mod activator;
 mod balance;
 mod body;
+mod connect;
 mod forward;
 mod metrics;
 mod parking;

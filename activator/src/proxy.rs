@@ -139,15 +139,18 @@ async fn dispatch(
         }
         .into());
     }
+    // Both stages are boxed so that this future stays small: it is allocated whole for every
+    // request, and ten thousand parked requests would each carry the forwarding stage's
+    // space unused (and warm requests the waiting stage's).
     let replica = match target.state.balancer.pick(&target.endpoints) {
         Some(replica) => replica,
-        None => wait_for_replica(target, tracker).await?,
+        None => Box::pin(wait_for_replica(target, tracker)).await?,
     };
     tracker.forwarding();
-    let response = target
+    let forwarding = target
         .forwarder
-        .forward(request, replica.addr(), path, peer)
-        .await?;
+        .forward(request, replica.addr(), path, peer);
+    let response = Box::pin(forwarding).await?;
     Ok((response, replica))
 }
 
