@@ -17,4 +17,6 @@ pub use backend::{
 };
 pub use endpoint::{Endpoint, EndpointSet, ReplicaId};
 pub use key::DeploymentKey;
-pub use sample::{LatencyHistogram, ResourceMetric, ResourceSample, TrafficSnapshot};
+pub use sample::{
+    LatencyHistogram, LatencySummary, ResourceMetric, ResourceSample, TrafficSnapshot,
+};

@@ -2,7 +2,7 @@
 
 use hdrhistogram::Histogram;
 
-/// Resource metrics a [`crate::MetricSource`] measures.
+/// Metrics a [`crate::MetricSource`] measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ResourceMetric {
@@ -14,16 +14,41 @@ pub enum ResourceMetric {
     Gpu,
     /// GPU memory in use, percent.
     GpuMemory,
+    /// Request duration in seconds, summarised across every activator (a source that reads the
+    /// activators' histograms, such as Prometheus). The autoscaler prefers it to its own
+    /// snapshot of the activators when a source answers it.
+    RequestDuration {
+        /// How the durations are summarised.
+        summary: LatencySummary,
+    },
 }
 
-/// One resource metric of one deployment: the average over the replicas that reported it.
+/// How request durations are summarised into one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LatencySummary {
+    /// Mean.
+    Average,
+    /// Largest.
+    Max,
+    /// Median.
+    P50,
+    /// 95th percentile.
+    P95,
+    /// 99th percentile.
+    P99,
+}
+
+/// One metric of one deployment: the average over the replicas that reported it.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ResourceSample {
     /// What was measured.
     pub metric: ResourceMetric,
-    /// Average percent over reporting replicas.
+    /// Average percent over reporting replicas; seconds for [`ResourceMetric::RequestDuration`].
     pub percent: f64,
-    /// How many replicas reported; replicas without a sample are not in the average.
+    /// How many replicas reported; replicas without a sample are not in the average. For
+    /// [`ResourceMetric::RequestDuration`], how many series were summarised (1 when the
+    /// activators' histograms were merged first).
     pub replicas: u32,
 }
 
