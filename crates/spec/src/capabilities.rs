@@ -126,7 +126,25 @@ fn kubernetes(spec: &DeploymentSpec) -> Vec<Issue> {
             }
         }
     }
+    if matches!(
+        spec.rollout.strategy,
+        RolloutStrategy::BlueGreen | RolloutStrategy::Canary
+    ) {
+        out.push(
+            Issue::warning(
+                "rollout.strategy",
+                "is rendered as a rolling update; the Deployment has no blue-green or canary steps",
+            )
+            .help("use `rolling` or `safe`, or shift traffic between two deployments with aliases"),
+        );
+    }
     for (i, integration) in spec.integrations.iter().enumerate() {
+        if matches!(integration, Integration::GitLfs(_) | Integration::S3(_)) {
+            out.push(
+                Issue::warning(format!("integrations[{i}]"), format!("{} integrations are not mounted on Kubernetes yet", integration.kind()))
+                    .help("fetch the data in the image or an init container of your own, or use a volume integration"),
+            );
+        }
         if matches!(integration, Integration::Model(_) | Integration::Dataset(_)) {
             out.push(
                 Issue::warning(

@@ -76,7 +76,8 @@ fn check_node(node: &Node, schema: &Value, path: &str, out: &mut Vec<Located>) {
     if let Some(types) = schema.get("type")
         && !type_matches(types, &node.value)
     {
-        push(out, node.at, type_error(types, node, path));
+        let format = schema.get("format").and_then(Value::as_str);
+        push(out, node.at, type_error(types, format, node, path));
         return;
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
@@ -158,7 +159,7 @@ fn a_type(t: &str) -> &'static str {
     }
 }
 
-fn type_error(types: &Value, node: &Node, path: &str) -> Issue {
+fn type_error(types: &Value, format: Option<&str>, node: &Node, path: &str) -> Issue {
     let expected: Vec<&str> = type_names(types).iter().map(|t| a_type(t)).collect();
     let expected = expected.join(" or ");
     let issue = Issue::error(
@@ -166,6 +167,9 @@ fn type_error(types: &Value, node: &Node, path: &str) -> Issue {
         format!("expected {expected}, found {}", describe(&node.value)),
     );
     match (&node.value, expected.as_str()) {
+        (NodeValue::Int(n), _) if format == Some("duration") => {
+            issue.help(format!("write it with a unit, for example {n}s or {n}ms"))
+        }
         (NodeValue::Int(_) | NodeValue::Float(_) | NodeValue::Bool(_), "a string") => {
             issue.help("quote the value to make it a string, for example \"8080\"")
         }

@@ -469,7 +469,7 @@ terminationGracePeriod: 30
             25,
             "terminationGracePeriod",
             "expected a string, found the integer 30",
-            "",
+            "with a unit, for example 30s",
         )],
     },
     Case {
