@@ -1,9 +1,17 @@
 //! lull's Kubernetes backend.
 //!
-//! On Kubernetes a deployment's replicas are the pods of an `apps/v1` Deployment that lull owns,
-//! reached through a `core/v1` Service. [`render`] turns a loaded spec into those two objects,
-//! for `lull render` and, later, for the controller that applies them.
+//! On Kubernetes a deployment is a `LullDeployment` custom resource ([`crd`], its schema made
+//! structural by [`schema`]). Its replicas are the pods of an `apps/v1` Deployment that lull owns,
+//! reached through a `core/v1` Service; [`render`] turns a spec into those two objects, for
+//! `lull render` and for the [`controller`] that applies them.
 
+pub mod crd;
+pub mod endpoints;
+pub mod lease;
 pub mod render;
+pub mod schema;
+#[cfg(test)]
+mod testing;
 
+pub use crd::{LullDeployment, LullDeploymentSpec, LullDeploymentStatus};
 pub use render::{RenderOptions, Rendered, render, render_yaml};
