@@ -1,6 +1,7 @@
 //! Accepting connections: HTTP/1.1 with keep-alive and HTTP/2 over cleartext (h2c), both on
 //! one port, and a graceful stop that lets in-flight and parked requests finish.
 
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,8 +68,15 @@ pub(crate) async fn serve(
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        tracing::warn!(%error, "cannot accept a connection");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        // A client that gave up before its connection was accepted is its own
+                        // problem; anything else (out of descriptors, out of memory) needs a pause.
+                        if !matches!(
+                            error.kind(),
+                            ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+                        ) {
+                            tracing::warn!(%error, "cannot accept a connection");
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        }
                         continue;
                     }
                 };
