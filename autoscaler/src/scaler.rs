@@ -66,6 +66,8 @@ pub struct ScalingStatus {
     pub wake_pending: bool,
     /// Why the backend last refused a new count, until it accepts one.
     pub last_error: Option<String>,
+    /// Why the metric source gave no samples at the last tick, until it gives some.
+    pub resource_error: Option<String>,
 }
 
 /// What a spec asks of the autoscaler.
@@ -118,6 +120,19 @@ struct Managed {
     wake_pending: bool,
     last_decision: Option<Decision>,
     last_error: Option<String>,
+}
+
+/// What the metric source gave at a tick.
+#[derive(Debug)]
+enum Sampled {
+    /// No deployment needs samples, or there is no metric source.
+    Nothing,
+    /// Samples per deployment.
+    Answered(BTreeMap<DeploymentKey, Vec<ResourceSample>>),
+    /// The source failed.
+    Failed(String),
+    /// The source took longer than a tick.
+    Late,
 }
 
 /// A new count for the backend.
@@ -292,6 +307,7 @@ impl Autoscaler {
             idle_seconds: m.state.idle_for(now).as_secs_f64(),
             wake_pending: m.wake_pending,
             last_error: m.last_error.clone(),
+            resource_error: m.resources.error().map(str::to_owned),
         })
     }
 
@@ -345,12 +361,16 @@ impl Autoscaler {
             let mut changes = Vec::new();
             for (key, m) in managed.iter_mut() {
                 self.observe(key, m, now);
-                if m.plan.targets().is_some_and(Targets::uses_resource_metric) {
-                    m.resources = samples
-                        .as_ref()
-                        .and_then(|s| s.get(key))
-                        .map(|s| ResourceSamples::new(s.iter().copied()))
-                        .unwrap_or_default();
+                if m.plan.targets().is_some_and(sampled) {
+                    match &samples {
+                        Sampled::Answered(all) => {
+                            let mine = all.get(key).into_iter().flatten().copied();
+                            m.resources = ResourceSamples::new(now, mine);
+                        }
+                        Sampled::Failed(error) => m.resources = ResourceSamples::failed(error),
+                        // The previous samples age; past the stable window they are stale.
+                        Sampled::Late | Sampled::Nothing => {}
+                    }
                 }
                 changes.extend(self.decide(key, m, now));
             }
@@ -400,28 +420,31 @@ impl Autoscaler {
         self.enact(changes).await;
     }
 
-    /// One `sample` call for every deployment with a resource target. An error or a source
-    /// slower than a tick means no samples this time, which never lowers a count.
-    async fn sample_resources(&self) -> Option<BTreeMap<DeploymentKey, Vec<ResourceSample>>> {
-        let source = self.resources.as_ref()?;
+    /// One `sample` call for every deployment with a resource or request-duration target. A
+    /// failed source is an error for every metric it answers (which blocks scale-downs); a
+    /// source slower than a tick leaves the previous samples to age. Neither lowers a count.
+    async fn sample_resources(&self) -> Sampled {
+        let Some(source) = self.resources.as_ref() else {
+            return Sampled::Nothing;
+        };
         let keys: Vec<DeploymentKey> = self
             .lock()
             .iter()
-            .filter(|(_, m)| m.plan.targets().is_some_and(Targets::uses_resource_metric))
+            .filter(|(_, m)| m.plan.targets().is_some_and(sampled))
             .map(|(k, _)| k.clone())
             .collect();
         if keys.is_empty() {
-            return None;
+            return Sampled::Nothing;
         }
         match tokio::time::timeout(self.config.tick, source.sample(&keys)).await {
-            Ok(Ok(samples)) => Some(samples),
+            Ok(Ok(samples)) => Sampled::Answered(samples),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "no resource samples this tick");
-                None
+                Sampled::Failed(error.to_string())
             }
             Err(_) => {
-                tracing::warn!(tick = ?self.config.tick, "the metric source took longer than a tick; no resource samples");
-                None
+                tracing::warn!(tick = ?self.config.tick, "the metric source took longer than a tick; keeping the previous samples");
+                Sampled::Late
             }
         }
     }
@@ -446,14 +469,8 @@ impl Autoscaler {
     /// Decides for one deployment; a change when the count differs from what was asked.
     fn decide(&self, key: &DeploymentKey, m: &mut Managed, now: Instant) -> Option<Change> {
         let decision = match &m.plan {
-            Plan::Disabled => Decision {
-                desired: 0,
-                reason: "disabled → 0".to_owned(),
-            },
-            Plan::Fixed(replicas) => Decision {
-                desired: *replicas,
-                reason: format!("autoscaling off → resources.replicas {replicas}"),
-            },
+            Plan::Disabled => Decision::disabled(),
+            Plan::Fixed(replicas) => Decision::fixed(*replicas),
             Plan::Autoscaled(targets) => {
                 let ready = self.backend.status(key).map_or(0, |s| s.ready);
                 m.state.decide(&Input {
@@ -468,7 +485,7 @@ impl Autoscaler {
         };
         let desired = decision.desired;
         if desired != m.desired {
-            tracing::info!(deployment = %key, from = m.desired, to = desired, reason = %decision.reason, "scaling");
+            tracing::info!(deployment = %key, from = m.desired, to = desired, mode = %decision.mode, reason = %decision.reason, "scaling");
         }
         m.last_decision = Some(decision);
         (desired != m.desired).then(|| Change {
@@ -503,6 +520,12 @@ impl Autoscaler {
             }
         }
     }
+}
+
+/// Whether the metric source is asked about a deployment: for its resource targets, and for
+/// request duration, which a source that reads every activator (Prometheus) may answer.
+fn sampled(targets: &Targets) -> bool {
+    targets.uses_resource_metric() || targets.uses(MetricKind::RequestDuration)
 }
 
 #[cfg(test)]

@@ -123,10 +123,11 @@ impl MetricSource for FakeMetrics {
             Ok(keys
                 .iter()
                 .map(|k| {
+                    // Every ready replica reports: no more than 5 run in these tests.
                     let sample = ResourceSample {
                         metric: ResourceMetric::Cpu,
                         percent,
-                        replicas: 1,
+                        replicas: 5,
                     };
                     (k.clone(), vec![sample])
                 })
@@ -228,9 +229,10 @@ async fn a_wake_at_zero_asks_for_the_activation_scale_before_the_next_tick() {
     assert!(!status.wake_pending);
     let decision = status.last_decision.expect("decided");
     assert_eq!(
-        decision.reason,
+        decision.reason.to_string(),
         "woken by a request at zero → 1 (activation scale)"
     );
+    assert_eq!(decision.mode, crate::engine::Mode::Activating);
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,7 +270,7 @@ resources:
         .scaler
         .status(&DeploymentKey::new("busy"))
         .expect("managed");
-    let reason = status.last_decision.expect("decided").reason;
+    let reason = status.last_decision.expect("decided").reason.to_string();
     assert!(reason.ends_with("capped at maxReplicas 4"), "{reason}");
 }
 
@@ -403,7 +405,7 @@ resources: { replicas: 2 }
     let status = h.scaler.status(&key).expect("managed");
     assert_eq!(status.mode, ScalingMode::Fixed);
     assert_eq!(
-        status.last_decision.expect("decided").reason,
+        status.last_decision.expect("decided").reason.to_string(),
         "autoscaling off → resources.replicas 2"
     );
     // A wake never changes a fixed count.

@@ -101,6 +101,15 @@ impl LatencyHistogram {
         (self.count() > 0).then(|| self.0.max() as f64 / 1e6)
     }
 
+    /// Every recorded latency bucket, lowest first: the highest latency the bucket stands for,
+    /// in microseconds, and how many requests fell in it. Lets a consumer keep its own compact
+    /// window of latencies instead of a full histogram per interval.
+    pub fn recorded(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.0
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
+    }
+
     /// Forgets every recording.
     pub fn clear(&mut self) {
         self.0.reset();
@@ -155,5 +164,18 @@ mod tests {
         assert!((p50 - 0.01).abs() < 0.001, "{p50}");
         assert!((p99 - 1.0).abs() < 0.02, "{p99}");
         assert!(LatencyHistogram::default().mean_secs().is_none());
+    }
+
+    #[test]
+    fn recorded_buckets_cover_every_request_in_order() {
+        let mut h = LatencyHistogram::default();
+        for micros in [5_000, 5_000, 250_000, 1_000_000] {
+            h.record(micros);
+        }
+        let buckets: Vec<(u64, u64)> = h.recorded().collect();
+        assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), 4);
+        assert_eq!(buckets.len(), 3, "{buckets:?}");
+        assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0), "{buckets:?}");
+        assert!((buckets[0].0 as f64 / 5_000.0 - 1.0).abs() < 0.01, "{buckets:?}");
     }
 }

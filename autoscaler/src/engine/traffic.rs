@@ -1,0 +1,160 @@
+//! Traffic as the activators saw it: one [`TrafficObservation`] per tick, kept in a
+//! [`TrafficWindow`] for the stable window, read over the stable and the panic windows.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use lull_core::{LatencyHistogram, TrafficSnapshot};
+use lull_spec::Summary;
+use tokio::time::Instant;
+
+use super::latency::LatencyWindow;
+
+/// What the activators saw of one deployment over one tick.
+#[derive(Debug, Clone)]
+pub struct TrafficObservation {
+    /// When the observation ended.
+    pub at: Instant,
+    /// How long it covers.
+    pub interval: Duration,
+    /// Requests that arrived.
+    pub arrived: u64,
+    /// Requests in flight or parked, integrated over the interval (request-seconds).
+    pub concurrency_seconds: f64,
+    /// Requests in flight to replicas at the end.
+    pub in_flight: u32,
+    /// Requests waiting for a replica at the end.
+    pub parked: u32,
+    /// Latency of the requests completed; `None` when none completed or nobody scales on it.
+    pub latency: Option<LatencyHistogram>,
+}
+
+impl TrafficObservation {
+    /// An observation from an activator snapshot that covers `interval` up to `at`.
+    pub fn from_snapshot(at: Instant, interval: Duration, snapshot: TrafficSnapshot) -> Self {
+        Self {
+            at,
+            interval,
+            arrived: snapshot.arrived,
+            concurrency_seconds: snapshot.concurrency_seconds,
+            in_flight: snapshot.in_flight,
+            parked: snapshot.parked,
+            latency: (snapshot.latency.count() > 0).then_some(snapshot.latency),
+        }
+    }
+
+    /// Whether any request arrived, was in flight or waited.
+    pub fn saw_request(&self) -> bool {
+        self.arrived > 0 || self.in_flight > 0 || self.parked > 0
+    }
+}
+
+/// An observation without its latencies, which go to the [`LatencyWindow`].
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    at: Instant,
+    interval: Duration,
+    arrived: u64,
+    concurrency_seconds: f64,
+    in_flight: u32,
+    parked: u32,
+}
+
+/// The latest traffic observations of a deployment, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct TrafficWindow {
+    points: VecDeque<Point>,
+    latency: LatencyWindow,
+}
+
+impl TrafficWindow {
+    /// Adds an observation and forgets those that ended more than `keep` before it; the newest
+    /// is always kept.
+    pub fn push(&mut self, observation: TrafficObservation, keep: Duration) {
+        let at = observation.at;
+        if let Some(latency) = &observation.latency {
+            self.latency.push(at, latency);
+        }
+        self.points.push_back(Point {
+            at,
+            interval: observation.interval,
+            arrived: observation.arrived,
+            concurrency_seconds: observation.concurrency_seconds,
+            in_flight: observation.in_flight,
+            parked: observation.parked,
+        });
+        self.expire(at, keep);
+    }
+
+    /// Forgets what ended more than `keep` before `now`; the newest observation stays, so that
+    /// requests still in flight or parked are known however long ago it was made.
+    pub(super) fn expire(&mut self, now: Instant, keep: Duration) {
+        let Some(horizon) = now.checked_sub(keep) else {
+            return;
+        };
+        while self.points.len() > 1 && self.points.front().is_some_and(|p| p.at <= horizon) {
+            self.points.pop_front();
+        }
+        self.latency.expire(horizon);
+    }
+
+    /// Observations that ended within `window` before `now`, newest first.
+    fn within(&self, now: Instant, window: Duration) -> impl Iterator<Item = &Point> {
+        let horizon = now.checked_sub(window);
+        self.points
+            .iter()
+            .rev()
+            .take_while(move |p| horizon.is_none_or(|h| p.at > h))
+    }
+
+    /// Average requests in flight or parked over the window; `None` without observations.
+    pub fn average_concurrency(&self, now: Instant, window: Duration) -> Option<f64> {
+        let (mut seconds, mut covered, mut newest) = (0.0, Duration::ZERO, None);
+        for p in self.within(now, window) {
+            seconds += p.concurrency_seconds;
+            covered += p.interval;
+            newest.get_or_insert(p);
+        }
+        let newest = newest?;
+        Some(if covered.is_zero() {
+            f64::from(newest.in_flight) + f64::from(newest.parked)
+        } else {
+            seconds / covered.as_secs_f64()
+        })
+    }
+
+    /// Arrivals per second over the window; `None` without observations or covered time.
+    pub fn rps(&self, now: Instant, window: Duration) -> Option<f64> {
+        let (mut arrived, mut covered) = (0u64, Duration::ZERO);
+        for p in self.within(now, window) {
+            arrived += p.arrived;
+            covered += p.interval;
+        }
+        (!covered.is_zero()).then(|| arrived as f64 / covered.as_secs_f64())
+    }
+
+    /// Latency of the requests completed in the kept window, summarised, in seconds; `None`
+    /// when none completed.
+    pub fn latency(&self, summary: Summary) -> Option<f64> {
+        self.latency.summary(summary)
+    }
+
+    /// Requests waiting for a replica at the end of the newest observation.
+    pub fn parked(&self) -> u32 {
+        self.points.back().map_or(0, |p| p.parked)
+    }
+
+    /// Whether the newest observation saw any request.
+    pub fn saw_request(&self) -> bool {
+        self.points
+            .back()
+            .is_some_and(|p| p.arrived > 0 || p.in_flight > 0 || p.parked > 0)
+    }
+
+    /// Whether requests were in flight or waiting at the end of the newest observation.
+    pub fn busy(&self) -> bool {
+        self.points
+            .back()
+            .is_some_and(|p| p.in_flight > 0 || p.parked > 0)
+    }
+}
