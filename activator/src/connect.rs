@@ -1,12 +1,14 @@
 //! Opening connections to replicas, a bounded number at a time per replica.
 //!
 //! HTTP/1.1 carries one request at a time, so a burst of parked requests released to a replica
-//! that just became ready needs a connection each. Opening thousands at once overflows the
-//! replica's accept backlog: SYNs are dropped and retried a second later, past the connect
-//! timeout, and the burst ends in 502s and 504s (Knative #9888). Here at most
-//! [`MAX_CONNECTING`] connects per replica are in progress; the others wait their turn, and
-//! hyper's pool hands them any pooled connection that frees up meanwhile. The connect timeout
-//! runs from the moment a connect starts, not while it waits its turn.
+//! that just became ready needs a connection each. Starting thousands of connects at once
+//! floods the replica's accept queue faster than it accepts: SYNs are dropped and retried a
+//! second later, past the connect timeout, and the burst ends in 504s and 502s (Knative #9888).
+//! Here at most [`MAX_CONNECTING`] connects per replica are in progress; the others wait their
+//! turn, and hyper's pool hands them any pooled connection that frees up meanwhile, so a burst
+//! needs far fewer connections. The connect timeout runs from the moment a connect starts, not
+//! while it waits its turn. How many requests a replica serves at once is not limited here
+//! (that is `containerConcurrency`'s job).
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -79,6 +79,10 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the replica");
+        Self::serve(listener)
+    }
+
+    fn serve(listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("replica address");
         let (seen_tx, seen) = mpsc::unbounded_channel();
         let (streams_tx, streams) = mpsc::unbounded_channel();
