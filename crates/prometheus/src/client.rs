@@ -100,7 +100,10 @@ pub fn install_crypto_provider() {
 }
 
 /// A client for the API at `endpoint`, giving up on a request after `timeout`.
-pub(crate) fn build(endpoint: &Endpoint, timeout: Duration) -> Result<prometheus_http_query::Client> {
+pub(crate) fn build(
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<prometheus_http_query::Client> {
     install_crypto_provider();
     let parsed = reqwest::Url::parse(&endpoint.url).map_err(|e| Error::Url {
         url: endpoint.url.clone(),
@@ -188,7 +191,8 @@ mod tests {
             assert!(e.to_string().contains(url), "{e}");
         }
         let mut bad_ca = Endpoint::new("https://x");
-        bad_ca.ca_pem = Some(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".to_vec());
+        bad_ca.ca_pem =
+            Some(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".to_vec());
         assert!(matches!(build(&bad_ca, timeout), Err(Error::Ca { .. })));
         let mut newline = Endpoint::new("http://x");
         newline.auth = Auth::Bearer(Secret::new("a\nb"));

@@ -101,7 +101,9 @@ impl SourceMetrics {
     pub fn set_backoff(&self, metric: ResourceMetric, seconds: f64) {
         // Whole milliseconds are plenty, and the gauge holds integers.
         let millis = (seconds * 1000.0).round() as i64;
-        self.backoff.get_or_create(&Self::labels(metric)).set(millis);
+        self.backoff
+            .get_or_create(&Self::labels(metric))
+            .set(millis);
     }
 
     pub fn register(&self, registry: &mut Registry) {

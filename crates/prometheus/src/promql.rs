@@ -17,7 +17,6 @@
 //! - lull's activators: [`REQUEST_DURATION`], a histogram labelled `deployment` (the slug).
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use lull_core::{LatencySummary, ResourceMetric};
@@ -155,16 +154,13 @@ fn alternatives(values: &BTreeSet<String>) -> String {
 /// A duration as PromQL writes it: `1m`, `30s`, `1500ms`.
 pub fn promql_duration(d: Duration) -> String {
     let ms = d.as_millis().max(1);
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = if ms % 60_000 == 0 {
-        write!(out, "{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
-        write!(out, "{}s", ms / 1000)
+    if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
     } else {
-        write!(out, "{ms}ms")
-    };
-    out
+        format!("{ms}ms")
+    }
 }
 
 #[cfg(test)]

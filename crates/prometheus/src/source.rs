@@ -71,9 +71,7 @@ pub enum QueryProblem {
     #[error(transparent)]
     Template(#[from] template::Error),
     /// The metric comes from the activators, never from Prometheus.
-    #[error(
-        "{0} is measured by lull's activators, not queried from Prometheus; remove `query`"
-    )]
+    #[error("{0} is measured by lull's activators, not queried from Prometheus; remove `query`")]
     NotQueried(&'static str),
 }
 
@@ -751,8 +749,14 @@ mod tests {
             Some(DeploymentKey::new("a"))
         );
         // Same name in another namespace: another deployment, not lull's.
-        assert_eq!(deployment_of(ResourceMetric::Cpu, &pod("default", "a"), &asked), None);
-        assert_eq!(deployment_of(ResourceMetric::Cpu, &pod("ml", "zz"), &asked), None);
+        assert_eq!(
+            deployment_of(ResourceMetric::Cpu, &pod("default", "a"), &asked),
+            None
+        );
+        assert_eq!(
+            deployment_of(ResourceMetric::Cpu, &pod("ml", "zz"), &asked),
+            None
+        );
         let duration = ResourceMetric::RequestDuration {
             summary: LatencySummary::P95,
         };

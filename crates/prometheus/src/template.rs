@@ -18,7 +18,9 @@ pub enum Error {
     #[error("the query is empty")]
     Empty,
     /// `{{name}}` with a name lull does not fill in.
-    #[error("unknown variable `{{{{{name}}}}}` at {at}; use {{{{deployment}}}}, {{{{namespace}}}} or {{{{selector}}}}")]
+    #[error(
+        "unknown variable `{{{{{name}}}}}` at {at}; use {{{{deployment}}}}, {{{{namespace}}}} or {{{{selector}}}}"
+    )]
     UnknownVariable {
         /// The name between the braces.
         name: String,
@@ -173,7 +175,7 @@ fn split(text: &str) -> Result<(Vec<Piece>, String)> {
         let (_, c, at) = chars[i];
         let opens = c == '{' && chars.get(i + 1).is_some_and(|n| n.1 == '{');
         // In `{{{selector}}}` the first brace is PromQL's and the last two open the variable.
-        let last_pair = !chars.get(i + 2).is_some_and(|n| n.1 == '{');
+        let last_pair = chars.get(i + 2).is_none_or(|n| n.1 != '{');
         if !(opens && last_pair) {
             literal.push(c);
             masked.push(c);
