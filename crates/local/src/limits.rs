@@ -181,8 +181,15 @@ fn prepare(own: &Path) -> io::Result<PathBuf> {
             available.trim()
         )));
     }
-    if enable_controllers(own).is_err() {
-        // The no-internal-processes rule: move lull into a leaf of its own, then try again.
+    if let Err(e) = enable_controllers(own) {
+        // The no-internal-processes rule: a cgroup with processes hands no controller down.
+        // When lull is the only one, it moves into a leaf of its own and tries again; other
+        // processes' cgroups are not lull's to rearrange.
+        let procs = std::fs::read_to_string(own.join("cgroup.procs"))?;
+        let me = std::process::id().to_string();
+        if procs.split_whitespace().any(|pid| pid != me) {
+            return Err(e);
+        }
         let leaf = own.join(SUPERVISOR_CGROUP);
         create_dir(&leaf)?;
         std::fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())?;

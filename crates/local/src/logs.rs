@@ -2,10 +2,11 @@
 //! rotated at 10 MiB with three old files kept (`.1` newest to `.3` oldest), and [`show`] for
 //! `lull logs NAME [--follow]`.
 //!
-//! The pipes are drained by tasks that hand complete lines to a bounded queue; a writer task
-//! empties it into the file. When the disk cannot keep up and the queue is full, lines are dropped
-//! and counted rather than letting the replica block on a full pipe, and the file says how much was
-//! lost. Lull's own notes about a replica (started, exited, restarting) go to the same file, marked
+//! The pipes are drained by tasks that hand whole lines, in pieces of up to 16 KiB, to a bounded
+//! queue (4 MiB); a writer task empties it into the file in batches. When the disk cannot keep up
+//! and the queue is full, output is dropped and counted rather than letting the replica block on
+//! a full pipe (a stalled model server is worse than a gap in its log), and the file says how much
+//! was lost. Lull's own notes about a replica (started, exited, restarting) go to the same file, marked
 //! `[lull]`.
 
 use std::collections::BTreeMap;

@@ -138,6 +138,16 @@ async fn a_busy_replica_has_cpu_and_memory_samples() {
         limits == "cgroup v2 (cpu.max, memory.max)" || limits == "rlimit (RLIMIT_AS)",
         "{limits}"
     );
+    if limits == "rlimit (RLIMIT_AS)" {
+        let pid = pids(&backend, &key)[0];
+        let table = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("Max address space"))
+            .expect("an address space line");
+        let values: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(values[3..5], ["4294967296", "4294967296"], "{line}");
+    }
 
     let keys = [key.clone(), DeploymentKey::new("unknown")];
     let first = backend.sample(&keys).await.expect("samples");

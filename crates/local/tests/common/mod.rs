@@ -3,6 +3,7 @@
 //! Every wait has a generous limit and checks a condition: the machine is shared and slow, so no
 //! test depends on how long anything takes.
 
+// Each test binary uses some of these helpers, never all.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
