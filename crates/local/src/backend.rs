@@ -91,6 +91,11 @@ pub struct LocalDeployment {
 }
 
 /// Runs replicas as child processes of this lull; see the crate docs.
+///
+/// [`Backend::set_desired`] returns as soon as the change is decided: replicas chosen to stop
+/// have left the endpoint set by then, and starting, draining and stopping go on in the
+/// background (a drain may take the whole grace period, which a scaling loop must not wait for).
+/// [`LocalBackend::shutdown`] is the call that waits for every process to be gone.
 pub struct LocalBackend {
     shared: Arc<Shared>,
 }
