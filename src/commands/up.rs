@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use lull_prometheus::{Auth, Endpoint, PodNaming, PrometheusConfig};
 use lull_spec::Deployment;
-use lull_spec::secret::{ChainedStore, EnvSecretStore};
+use lull_spec::secret::{ChainedStore, ConfigValue, EnvSecretStore, SecretStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,20 @@ pub struct Args {
     /// How long in-flight and parked requests may take to finish at shutdown.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     drain_timeout: lull_spec::Duration,
+    /// Measure cpu, memory, GPU and request duration with the Prometheus at URL instead of
+    /// /proc; docs/prometheus.md says which series it reads.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<String>,
+    /// Credential for --prometheus, as a secret reference: a bearer token, or the password
+    /// with --prometheus-user.
+    #[arg(long, value_name = "secret:NAME", requires = "prometheus")]
+    prometheus_auth: Option<String>,
+    /// User for basic auth to --prometheus; the password is --prometheus-auth.
+    #[arg(long, value_name = "USER", requires = "prometheus_auth")]
+    prometheus_user: Option<String>,
+    /// CA certificates (PEM) to trust for an https --prometheus, beside the system's.
+    #[arg(long, value_name = "FILE", requires = "prometheus")]
+    prometheus_ca: Option<PathBuf>,
 }
 
 /// Runs `lull up` until Ctrl-C or SIGTERM; exit 0 after a clean stop.
@@ -55,6 +70,16 @@ pub fn run(args: Args, state_dir: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    if args.prometheus.is_some() {
+        let errors = lull_prometheus::check(&deployments);
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        if !errors.is_empty() {
+            eprintln!("lull: the specs have errors; nothing was started");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -84,16 +109,17 @@ async fn serve(
     let admin_listener = TcpListener::bind(args.admin)
         .await
         .with_context(|| format!("cannot listen on {} (--admin)", args.admin))?;
+    let secrets = ChainedStore(vec![
+        Box::new(FileSecretStore::new(state_dir)),
+        Box::new(EnvSecretStore),
+    ]);
     let settings = Settings {
         state_dir: state_dir.to_path_buf(),
         domain: args.domain.clone(),
         tick: args.tick.get(),
         drain_timeout: args.drain_timeout.get(),
+        prometheus: prometheus_config(&args, &secrets)?,
     };
-    let secrets = ChainedStore(vec![
-        Box::new(FileSecretStore::new(state_dir)),
-        Box::new(EnvSecretStore),
-    ]);
     let runtime = Runtime::start(&settings, Box::new(secrets)).await?;
     if let Err(e) = runtime.apply(deployments) {
         runtime.backend.shutdown().await;
@@ -130,6 +156,45 @@ async fn serve(
     runtime.backend.shutdown().await;
     eprintln!("lull: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Prometheus source of `--prometheus`, its credential resolved from the secret stores.
+fn prometheus_config(
+    args: &Args,
+    secrets: &dyn SecretStore,
+) -> anyhow::Result<Option<PrometheusConfig>> {
+    let Some(url) = &args.prometheus else {
+        return Ok(None);
+    };
+    let mut endpoint = Endpoint::new(url.clone());
+    if let Some(reference) = &args.prometheus_auth {
+        let value = ConfigValue::parse(reference).context("--prometheus-auth")?;
+        let name = value
+            .secret()
+            .context("--prometheus-auth takes a secret reference, such as secret:promToken")?;
+        let secret = secrets.get(name)?.with_context(|| {
+            format!(
+                "secret `{name}` (--prometheus-auth) is not set; set it with `lull secret set {name}` or the environment variable {}",
+                name.env_var()
+            )
+        })?;
+        endpoint.auth = match &args.prometheus_user {
+            Some(user) => Auth::Basic {
+                user: user.clone(),
+                password: secret,
+            },
+            None => Auth::Bearer(secret),
+        };
+    }
+    if let Some(ca) = &args.prometheus_ca {
+        let pem = std::fs::read(ca)
+            .with_context(|| format!("reading --prometheus-ca {}", ca.display()))?;
+        endpoint.ca_pem = Some(pem);
+    }
+    let mut config = PrometheusConfig::new(endpoint);
+    // Replicas of `lull up` are `<slug>-<n>`, which is what `{{selector}}` matches.
+    config.pods = PodNaming::Embedded;
+    Ok(Some(config))
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use lull_activator::{Activator, ActivatorConfig, Route};
 use lull_autoscaler::{Autoscaler, AutoscalerConfig, ScalingStatus, wake_channel};
-use lull_core::{Backend, BackendStatus, DeploymentKey};
+use lull_core::{Backend, BackendStatus, DeploymentKey, MetricSource};
 use lull_local::{LocalBackend, LocalConfig, LocalDeployment};
+use lull_prometheus::{MetricStatus, PrometheusSource};
 use lull_spec::Deployment;
 use lull_spec::secret::{self, SecretStore};
 use lull_spec::validate::secret_references;
@@ -35,6 +36,9 @@ pub enum Error {
     /// The backend could not start.
     #[error("the embedded backend could not start: {0}")]
     Backend(#[from] lull_local::Error),
+    /// The Prometheus metric source could not start, or a spec's `query:` is wrong.
+    #[error("{0}")]
+    Prometheus(#[from] lull_prometheus::Error),
 }
 
 /// `Result` with this module's [`Error`].
@@ -50,6 +54,8 @@ pub struct Settings {
     pub tick: std::time::Duration,
     /// How long in-flight and parked requests may finish at shutdown.
     pub drain_timeout: std::time::Duration,
+    /// Measure cpu, memory, GPU and request duration with this Prometheus instead of /proc.
+    pub prometheus: Option<lull_prometheus::PrometheusConfig>,
 }
 
 /// The three planes and the specs they run.
@@ -60,6 +66,8 @@ pub struct Runtime {
     pub activator: Arc<Activator>,
     /// Decides replica counts.
     pub autoscaler: Arc<Autoscaler>,
+    /// Measures resources when `lull up --prometheus` is given; /proc does otherwise.
+    pub prometheus: Option<PrometheusSource>,
     secrets: Box<dyn SecretStore>,
     deployments: Mutex<Vec<Deployment>>,
     registry: Registry,
@@ -84,6 +92,9 @@ pub struct DeploymentStatus {
     pub scaling: Option<ScalingStatus>,
     /// The backend's view: replicas, limits, problems.
     pub backend: Option<BackendStatus>,
+    /// What Prometheus answered for each metric, or why it did not (`lull up --prometheus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<MetricStatus>>,
 }
 
 impl Runtime {
@@ -99,22 +110,37 @@ impl Runtime {
             Arc::new(waker),
         );
         backend.set_replica_load(activator.clone());
+        let prometheus = settings
+            .prometheus
+            .clone()
+            .map(PrometheusSource::new)
+            .transpose()?;
+        let metric_source: Arc<dyn MetricSource> = match &prometheus {
+            Some(source) => Arc::new(source.clone()),
+            None => backend.clone(),
+        };
         let autoscaler = Autoscaler::new(
             backend.clone(),
             activator.clone(),
-            Some(backend.clone()),
+            Some(metric_source),
             wakes,
             AutoscalerConfig {
                 tick: settings.tick,
             },
         );
-        let mut registry = Registry::with_prefix("lull");
+        // Every metric is named `lull_...` already; a registry prefix would make it `lull_lull_...`
+        // and the activator histogram would not be where lull-prometheus' queries read it.
+        let mut registry = Registry::default();
         activator.register_metrics(&mut registry);
         autoscaler.register_metrics(&mut registry);
+        if let Some(source) = &prometheus {
+            source.register_metrics(&mut registry);
+        }
         Ok(Arc::new(Self {
             backend,
             activator,
             autoscaler,
+            prometheus,
             secrets,
             deployments: Mutex::new(Vec::new()),
             registry,
@@ -139,6 +165,10 @@ impl Runtime {
                 deployment: deployment.clone(),
                 secrets,
             });
+        }
+        // Checked before anything changes, so a wrong `query:` leaves everything as it was.
+        if let Some(source) = &self.prometheus {
+            source.apply(&deployments)?;
         }
         self.backend.apply(local);
         let routes = deployments
@@ -187,6 +217,7 @@ impl Runtime {
                     ready: backend.as_ref().map_or(0, |b| b.ready),
                     scaling,
                     backend,
+                    metrics: self.prometheus.as_ref().and_then(|p| p.status(&key)),
                 },
             );
         }
