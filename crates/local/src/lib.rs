@@ -27,3 +27,4 @@ mod supervisor;
 mod template;
 
 pub use backend::{Error, LocalBackend, LocalConfig, LocalDeployment, Result};
+pub use state::Error as StateError;
