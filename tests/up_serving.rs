@@ -308,6 +308,17 @@ async fn the_readme_first_command_serves_every_printed_curl_line() {
                 lull.stdout().join("\n")
             );
         }
+        // The disabled example's secrets are not set; that is no problem until it is enabled.
+        let disabled = lull.deployment("my-cool-deployment").await;
+        assert!(
+            disabled["backend"]["problem"].is_null(),
+            "a disabled deployment reports no problem: {disabled:#}"
+        );
+        assert!(
+            !lull.stderr().contains("cannot run the deployment"),
+            "no error is logged for the disabled example:\n{}",
+            lull.stderr()
+        );
     })
     .await;
 }

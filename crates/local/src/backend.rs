@@ -301,7 +301,9 @@ impl LocalBackend {
             {
                 let key = DeploymentKey::new(&deployment.slug);
                 let template = Template::new(&deployment, &secrets);
-                if let Err(e) = &template {
+                if let Err(e) = &template
+                    && deployment.spec.enabled
+                {
                     tracing::error!(deployment = %key, error = %e, "cannot run the deployment");
                 }
                 let supervisor = match map.get(&key) {

@@ -162,6 +162,8 @@ impl Supervisor {
                     inner.template = Some(Arc::new(template));
                 }
             }
+            // A disabled deployment runs nothing, so what it would need to run is no problem yet.
+            Err(_) if !spec.enabled => inner.problem = None,
             Err(e) => {
                 // The replicas of the last good spec keep running; nothing new starts.
                 inner.problem = Some(e.to_string());
