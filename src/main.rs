@@ -47,6 +47,8 @@ enum Command {
     Validate(commands::validate::Args),
     /// Write the Kubernetes objects of spec files as YAML.
     Render(commands::render::Args),
+    /// Replay a traffic trace through the autoscaler with a model of replicas: cost and waits.
+    Simulate(commands::simulate::Args),
     /// Store, list and remove the secrets that specs reference as `secret:NAME`.
     #[command(
         subcommand,
@@ -84,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fixture(config) => commands::fixture::run(config),
         Command::Validate(args) => commands::validate::run(&args),
         Command::Render(args) => commands::render::run(&args),
+        Command::Simulate(args) => commands::simulate::run(&args),
         Command::Secret(command) => commands::secret::run(command, &state_dir(cli.state_dir)?),
         Command::Completions(args) => Ok(commands::completions::run(&args)),
     }

@@ -6,7 +6,7 @@
 //!
 //! The rules, in the order [`ScalingState::decide`] applies them:
 //! 1. **At zero**: a pending wake or waiting requests go straight to the activation scale (or more
-//!    if the traffic metrics ask for more); otherwise the deployment stays at zero, or rises to
+//!    if the request rate asks for more); otherwise the deployment stays at zero, or rises to
 //!    `minReplicas`. Only traffic wakes a deployment: a stopped replica uses no cpu, memory or GPU,
 //!    so resource metrics never do.
 //! 2. **Scale to zero**: with `minReplicas: 0`, after `scaleToZeroAfter` without a request.
@@ -14,7 +14,9 @@
 //!    formula `ceil(ready × observed / target)` for cpu, memory, gpu, gpuMemory and
 //!    requestDuration, Knative's `ceil(total / target per replica)` for concurrency and rps — with
 //!    a tolerance band around the target; missing, stale or failed samples hold the current count,
-//!    and the largest recommendation wins; no targets means `minReplicas`.
+//!    and the largest recommendation wins; no targets means `minReplicas`. Concurrency is
+//!    measured only while a replica is ready: before that it is requests waiting, which grows
+//!    with the start-up time, not the load.
 //! 4. **Panic**: when the traffic of the panic window asks for `panicThreshold` of the replicas
 //!    already asked for (starting ones count as capacity, so slow starters are not piled on), the
 //!    count follows the larger of the panic and the stable window and never falls, until a whole

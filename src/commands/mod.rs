@@ -6,5 +6,6 @@ pub mod logs;
 pub mod render;
 pub mod report;
 pub mod secret;
+pub mod simulate;
 pub mod up;
 pub mod validate;

@@ -109,6 +109,11 @@ impl ScalingState {
         self.traffic.expire(input.now, targets.stable_window());
         if input.ready > 0 {
             self.activating = false;
+        } else {
+            // Requests parked behind replicas that are not ready yet are a backlog the
+            // starting replicas will serve; counting how long they waited as load would start
+            // replicas in proportion to the start-up time (Knative #13284).
+            self.traffic.mark_unserved(input.now);
         }
         if input.desired == 0 {
             self.fresh = false;
@@ -127,12 +132,16 @@ impl ScalingState {
             self.start_cautiously(input);
         }
         let totals = self.totals(input);
-        self.update_panic(input, &totals);
+        let over = self.update_panic(input, &totals);
         let panicking = self.panic.is_some();
+        // While replicas are starting, the burst they were started for is still parked and
+        // counted: the panic window raises the count again only when it is over the threshold
+        // of the replicas already asked for, not merely above them (Knative #13284).
+        let follow_panic = panicking && (over || input.unready() == 0);
         let metrics: Vec<MetricRecommendation> = targets
             .metrics
             .iter()
-            .map(|t| self.recommend(input, t, &totals, panicking))
+            .map(|t| self.recommend(input, t, &totals, follow_panic))
             .collect();
         let (raw, cause) = match strongest(&metrics) {
             Some(m) => (m.replicas, Cause::Metric(*m)),
@@ -192,7 +201,8 @@ impl ScalingState {
             };
         }
         // Burst or not, the panic window's traffic sizes a wake: the stable window is mostly
-        // the idle time before it. Resource metrics have no ready replica to measure, so they
+        // the idle time before it. Only arrivals (rps) say how big it is: concurrency at zero is
+        // requests waiting, and resource metrics have no ready replica to measure, so they
         // recommend nothing here; GPU use in particular never wakes a deployment.
         let totals = self.totals(input);
         let metrics: Vec<MetricRecommendation> = targets
@@ -280,8 +290,8 @@ impl ScalingState {
     /// asked for. Starting replicas count as capacity: a burst already answered by replicas
     /// that are still starting does not start more (Knative #13284 over-scaled slow starters by
     /// comparing with ready replicas only). The panic ends a stable window after the last
-    /// decision over the threshold.
-    fn update_panic(&mut self, input: &Input<'_>, totals: &Totals) {
+    /// decision over the threshold. Whether this decision is over the threshold is returned.
+    fn update_panic(&mut self, input: &Input<'_>, totals: &Totals) -> bool {
         let targets = input.targets;
         if let Some(panic) = self.panic
             && input.now >= panic.last_over + targets.stable_window()
@@ -315,15 +325,17 @@ impl ScalingState {
                 }
             }
         }
+        over
     }
 
-    /// Rule 3: what one metric target recommends.
+    /// Rule 3: what one metric target recommends; with `follow_panic`, concurrency and rps
+    /// take the panic window's count when it is larger.
     fn recommend(
         &self,
         input: &Input<'_>,
         target: &MetricTarget,
         totals: &Totals,
-        panicking: bool,
+        follow_panic: bool,
     ) -> MetricRecommendation {
         let resource = match target.metric {
             MetricKind::Cpu => ResourceMetric::Cpu,
@@ -348,7 +360,9 @@ impl ScalingState {
             }
             kind @ (MetricKind::Concurrency | MetricKind::Rps) => {
                 return match totals.of(kind) {
-                    (Some(stable), panic) => per_replica(input, target, stable, panic, panicking),
+                    (Some(stable), panic) => {
+                        per_replica(input, target, stable, panic, follow_panic)
+                    }
                     (None, _) => unknown(input, target, MetricStatus::Missing),
                 };
             }

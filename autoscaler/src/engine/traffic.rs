@@ -58,6 +58,9 @@ struct Point {
     concurrency_seconds: f64,
     in_flight: u32,
     parked: u32,
+    /// Whether a replica was ready to serve: without one, the concurrency is only requests
+    /// waiting, and grows with the start-up time rather than with the load.
+    served: bool,
 }
 
 /// The latest traffic observations of a deployment, oldest first.
@@ -82,8 +85,17 @@ impl TrafficWindow {
             concurrency_seconds: observation.concurrency_seconds,
             in_flight: observation.in_flight,
             parked: observation.parked,
+            served: true,
         });
         self.expire(at, keep);
+    }
+
+    /// Marks the observation that ended at `at` as made while no replica was ready: its
+    /// concurrency no longer counts (its arrivals do).
+    pub(super) fn mark_unserved(&mut self, at: Instant) {
+        if let Some(p) = self.points.back_mut().filter(|p| p.at == at) {
+            p.served = false;
+        }
     }
 
     /// Forgets what ended more than `keep` before `now`; the newest observation stays, so that
@@ -107,10 +119,11 @@ impl TrafficWindow {
             .take_while(move |p| horizon.is_none_or(|h| p.at > h))
     }
 
-    /// Average requests in flight or parked over the window; `None` without observations.
+    /// Average requests in flight or parked over the window, while a replica was ready to serve
+    /// them; `None` without such observations.
     pub fn average_concurrency(&self, now: Instant, window: Duration) -> Option<f64> {
         let (mut seconds, mut covered, mut newest) = (0.0, Duration::ZERO, None);
-        for p in self.within(now, window) {
+        for p in self.within(now, window).filter(|p| p.served) {
             seconds += p.concurrency_seconds;
             covered += p.interval;
             newest.get_or_insert(p);

@@ -26,8 +26,15 @@ fn parked_requests_at_zero_wake_without_a_wake_call() {
 }
 
 #[test]
-fn a_wake_at_zero_takes_the_traffic_desire_when_larger() {
-    let mut case = Case::new(targets(0, 5, vec![target(MetricKind::Concurrency, 2.0)]));
+fn a_wake_at_zero_takes_the_request_rate_desire_when_larger() {
+    let mut case = Case::new(targets(
+        0,
+        5,
+        vec![
+            target(MetricKind::Rps, 2.0),
+            target(MetricKind::Concurrency, 1.0),
+        ],
+    ));
     let mut observation = tick(case.at(10), 8, 8.0);
     observation.parked = 8;
     case.state.observe(observation, secs(60));
@@ -36,18 +43,42 @@ fn a_wake_at_zero_takes_the_traffic_desire_when_larger() {
     assert_eq!(d.mode, Mode::Activating);
     assert_eq!(
         why(&d),
-        "8 requests waiting at zero; concurrency 8.0 at target 2/replica → 4"
+        "8 requests waiting at zero; rps 8.0 at target 2/replica → 4"
     );
+    // Eight requests waiting are no measure of concurrency: none has been served yet.
+    assert_eq!(d.metrics[1].status, MetricStatus::Missing);
 }
 
 #[test]
 fn a_wake_sizes_by_the_burst_not_by_the_idle_stable_window() {
-    let mut case = Case::new(targets(0, 20, vec![target(MetricKind::Concurrency, 1.0)]));
+    let mut case = Case::new(targets(0, 20, vec![target(MetricKind::Rps, 1.0)]));
     case.traffic(1, 54, 0, 0.0);
-    case.traffic(55, 60, 10, 10.0);
-    // The stable window averages 1; the panic window, 10.
+    case.traffic(55, 60, 10, 0.0);
+    // The stable window averages 1 rps; the panic window, 10.
     let d = case.decide(60, 0, 0, true);
     assert_eq!(d.desired, 10, "{}", why(&d));
+}
+
+#[test]
+fn requests_waiting_for_starting_replicas_are_not_load() {
+    let mut case = Case::new(targets(0, 20, vec![target(MetricKind::Concurrency, 4.0)]));
+    case.traffic(1, 59, 0, 0.0);
+    // 80 rps arrive at zero; the replica takes 2 s to start. Parked, they average 40 and then
+    // 120 in flight or waiting: that measures the start-up, not the 8 the load needs.
+    let mut waiting = tick(case.at(60), 80, 40.0);
+    waiting.parked = 80;
+    case.state.observe(waiting, secs(60));
+    assert_eq!(case.decide(60, 0, 0, true).desired, 1);
+    let mut waiting = tick(case.at(61), 80, 120.0);
+    waiting.parked = 160;
+    case.state.observe(waiting, secs(60));
+    let d = case.decide(61, 1, 0, false);
+    assert_eq!((d.desired, d.mode), (1, Mode::Activating), "{}", why(&d));
+    // Once the replica serves, what it serves is load: 48 in flight, averaged over the 4 s of
+    // the panic window a replica was ready in, is 12, three replicas' worth: a burst.
+    case.traffic(62, 62, 80, 48.0);
+    let d = case.decide(62, 1, 1, false);
+    assert_eq!((d.desired, d.mode), (3, Mode::Panic), "{}", why(&d));
 }
 
 #[test]
