@@ -176,6 +176,9 @@ mod tests {
         assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), 4);
         assert_eq!(buckets.len(), 3, "{buckets:?}");
         assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0), "{buckets:?}");
-        assert!((buckets[0].0 as f64 / 5_000.0 - 1.0).abs() < 0.01, "{buckets:?}");
+        assert!(
+            (buckets[0].0 as f64 / 5_000.0 - 1.0).abs() < 0.01,
+            "{buckets:?}"
+        );
     }
 }
