@@ -369,7 +369,9 @@ impl fmt::Display for Reason {
                 activation,
                 metric,
             } => {
-                if *parked > 0 {
+                if *parked == 1 {
+                    f.write_str("1 request waiting at zero")?;
+                } else if *parked > 1 {
                     write!(f, "{parked} requests waiting at zero")?;
                 } else if *pending {
                     f.write_str("woken by a request at zero")?;

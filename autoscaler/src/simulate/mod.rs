@@ -19,3 +19,6 @@ pub use model::{Model, run, unmodelled};
 pub use policy::{HPA_SCALE_DOWN_WINDOW, HPA_SYNC, KPA_TICK, KPA_ZERO_GRACE, Policy};
 pub use report::{Outcome, ScaleEvent, Summary, TimelineRow, write_timeline};
 pub use trace::{Arrival, RateRow, Request, Trace, TraceError};
+
+#[cfg(test)]
+mod tests;
