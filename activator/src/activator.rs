@@ -2,6 +2,7 @@
 //! serving until told to stop, and read by the autoscaler and the backends.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use arc_swap::ArcSwap;
 use lull_core::{
     DeploymentKey, EndpointSet, ReplicaId, ReplicaLoad, TrafficSnapshot, TrafficSource, Wake,
 };
+use lull_spec::secret::SecretStore;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::Replicas;
 use crate::metrics::Metrics;
+use crate::proxy::Shared;
 use crate::server::{self, Result};
-use crate::table::Table;
+use crate::table::{Context, Table};
+use crate::upgrade::Tunnels;
 
 /// How the activator serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,17 +47,18 @@ pub struct Route {
 pub struct Activator {
     config: ActivatorConfig,
     wake: Arc<dyn Wake>,
-    table: Arc<ArcSwap<Table>>,
+    shared: Arc<Shared>,
     replicas: Arc<Replicas>,
-    /// Serialises `apply`, so two reloads cannot interleave their view of the previous table.
-    applying: Mutex<()>,
+    /// Where `secret:NAME` in `basicAuthKey` and probe headers is read; also the lock that
+    /// serialises `apply`, so two reloads cannot interleave their view of the previous table.
+    secrets: Mutex<Option<Arc<dyn SecretStore>>>,
 }
 
 impl fmt::Debug for Activator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Activator")
             .field("config", &self.config)
-            .field("deployments", &self.table.load().deployments.len())
+            .field("deployments", &self.shared.table.load().deployments.len())
             .finish_non_exhaustive()
     }
 }
@@ -66,31 +71,49 @@ impl Activator {
         Arc::new(Self {
             config,
             wake,
-            table: Arc::new(ArcSwap::from_pointee(table)),
+            shared: Arc::new(Shared {
+                table: Arc::new(ArcSwap::from_pointee(table)),
+                tunnels: Tunnels::default(),
+                access_log: AtomicBool::new(false),
+            }),
             replicas: Arc::new(Replicas::default()),
-            applying: Mutex::new(()),
+            secrets: Mutex::new(None),
         })
+    }
+
+    /// Reads `secret:NAME` values of the specs (`basicAuthKey`, readiness probe headers)
+    /// from `store` from the next [`Activator::apply`] on. Without a store, a deployment
+    /// protected by a secret key refuses every request (503) rather than serve unprotected.
+    pub fn set_secrets(&self, store: Arc<dyn SecretStore>) {
+        *self.secrets.lock().unwrap_or_else(PoisonError::into_inner) = Some(store);
+    }
+
+    /// Turns the access log on or off: one `info` event per request under the tracing target
+    /// `lull::access`, with deployment, method, target, client, status, replica, attempts and
+    /// duration.
+    pub fn set_access_log(&self, on: bool) {
+        self.shared.access_log.store(on, Ordering::Relaxed);
     }
 
     /// Replaces the route table while serving. Deployments that stay keep their parked
     /// requests and statistics, and take their new enabled flag, queue settings, timeouts and
     /// endpoints at once; parked requests of deployments no longer routed are answered 503.
     pub fn apply(&self, routes: Vec<Route>) {
-        let _applying = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
-        let previous = self.table.load_full();
-        let (table, removed) = Table::build(
-            &previous,
-            routes,
-            self.config.domain.as_deref(),
-            &self.wake,
-            &self.replicas,
-        );
+        let secrets = self.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = self.shared.table.load_full();
+        let context = Context {
+            domain: self.config.domain.as_deref(),
+            wake: &self.wake,
+            replicas: &self.replicas,
+            secrets: secrets.as_deref(),
+        };
+        let (table, removed) = Table::build(&previous, routes, &context);
         tracing::debug!(
             deployments = table.deployments.len(),
             removed = removed.len(),
             "route table applied"
         );
-        self.table.store(Arc::new(table));
+        self.shared.table.store(Arc::new(table));
         for state in removed {
             state.parking.remove();
         }
@@ -105,7 +128,7 @@ impl Activator {
         shutdown: CancellationToken,
     ) -> Result<()> {
         server::serve(
-            self.table.clone(),
+            self.shared.clone(),
             listener,
             shutdown,
             self.config.drain_timeout,
@@ -115,13 +138,13 @@ impl Activator {
 
     /// Registers the per-deployment metrics (`lull_activator_*`) with `registry`.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register_collector(Box::new(Metrics::new(self.table.clone())));
+        registry.register_collector(Box::new(Metrics::new(self.shared.table.clone())));
     }
 }
 
 impl TrafficSource for Activator {
     fn take_snapshot(&self, key: &DeploymentKey) -> Option<TrafficSnapshot> {
-        let table = self.table.load();
+        let table = self.shared.table.load();
         let state = &table.deployments.get(key)?.state;
         Some(state.stats.snapshot(state.parking.parked()))
     }

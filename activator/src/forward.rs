@@ -1,27 +1,31 @@
 //! Sending a request to a replica and getting its response head back.
 //!
 //! Bodies stream both ways: the request body goes out as the client sends it and the response
-//! body comes back as the replica writes it; neither is ever held whole. Connections are pooled
-//! per deployment, HTTP/1.1 to the replica.
+//! body comes back as the replica writes it; neither is ever held whole. Requests go to the
+//! replica over HTTP/1.1 on pooled connections ([`crate::pool`]), whatever the client spoke.
+//!
+//! Errors say whether the request may be sent again ([`Error::retry`], as pingora's errors do):
+//! a connection that failed before anything was written leaves the request untouched, so any
+//! request may go to another replica; once bytes reached a replica, only a request that can be
+//! replayed whole (idempotent, no body) may.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{LengthLimitError, Limited};
+use http_body_util::LengthLimitError;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 
-use crate::connect::Connector;
+use crate::balance::Replica;
+use crate::body::RequestBody;
+use crate::connect::{ConnectError, Sender};
 use crate::response::ErrorResponse;
-
-/// Idle pooled connections kept per replica; enough for a burst, bounded.
-const MAX_IDLE_PER_REPLICA: usize = 256;
-
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+use crate::retry::Retry;
+use crate::timeout::Expired;
 
 /// Headers that belong to one hop (RFC 9110 section 7.6.1) and are never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -39,25 +43,20 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Idle connections found closed in a row before a request gives up on the replica.
+const MAX_STALE: usize = 8;
+
 /// Errors of forwarding.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
-    /// The replica refused or reset the connection.
+    /// No connection to the replica could be opened.
     #[error("cannot connect to the replica at {addr}: {source}")]
     Connect {
         /// The replica.
         addr: SocketAddr,
-        /// What the connector said.
+        /// Why.
         #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    /// The replica did not accept a connection in time.
-    #[error("the replica at {addr} did not accept a connection within {}s", timeout.as_secs_f64())]
-    ConnectTimeout {
-        /// The replica.
-        addr: SocketAddr,
-        /// `activator.timeouts.connect`.
-        timeout: Duration,
+        source: ConnectError,
     },
     /// The replica did not send response headers in time.
     #[error(
@@ -70,6 +69,12 @@ pub(crate) enum Error {
         /// `activator.timeouts.responseHeader`.
         timeout: Duration,
     },
+    /// The whole request took longer than `activator.timeouts.total`.
+    #[error("the request took longer than activator.timeouts.total ({}s)", timeout.as_secs_f64())]
+    Total {
+        /// `activator.timeouts.total`.
+        timeout: Duration,
+    },
     /// The request body is larger than the deployment accepts.
     #[error(
         "the request body is larger than {limit} bytes; raise activator.maxRequestBody to accept it"
@@ -78,179 +83,273 @@ pub(crate) enum Error {
         /// `activator.maxRequestBody`, in bytes.
         limit: usize,
     },
-    /// The exchange with the replica failed after connecting.
+    /// The client paused its request body for longer than `activator.timeouts.idle`.
+    #[error("the request body stalled: {0}")]
+    BodyStalled(#[source] Expired),
+    /// The client's request body failed (it disconnected while sending it).
+    #[error("the request body could not be read from the client: {0}")]
+    ClientBody(#[source] hyper::Error),
+    /// The exchange with the replica failed after the request was sent.
     #[error("the replica at {addr} failed to answer: {source}")]
     Upstream {
         /// The replica.
         addr: SocketAddr,
-        /// What the client said.
+        /// What hyper said.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     /// The request's target cannot be sent on.
     #[error("the request target cannot be forwarded: {0}")]
-    Target(#[source] http::Error),
+    Target(#[source] http::uri::InvalidUri),
 }
 
 /// `Result` with this module's [`Error`].
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// Whether the request may be sent again, to another replica.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Error::Connect { .. } => Retry::Safe,
+            Error::Upstream { .. } => Retry::IfReplayable,
+            _ => Retry::Never,
+        }
+    }
+}
+
 impl ErrorResponse for Error {
     fn status(&self) -> StatusCode {
         match self {
-            Error::Connect { .. } | Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            Error::ConnectTimeout { .. } | Error::ResponseTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
+            Error::Connect {
+                source: ConnectError::TimedOut(_),
+                ..
             }
+            | Error::ResponseTimeout { .. }
+            | Error::Total { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Connect { .. } | Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Target(_) => StatusCode::BAD_REQUEST,
+            Error::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::ClientBody(_) | Error::Target(_) => StatusCode::BAD_REQUEST,
         }
     }
 
     fn code(&self) -> &'static str {
         match self {
+            Error::Connect {
+                source: ConnectError::TimedOut(_),
+                ..
+            } => "upstream_connect_timeout",
             Error::Connect { .. } => "upstream_connect_failed",
-            Error::ConnectTimeout { .. } => "upstream_connect_timeout",
             Error::ResponseTimeout { .. } => "upstream_timeout",
+            Error::Total { .. } => "request_timeout",
             Error::BodyTooLarge { .. } => "request_too_large",
+            Error::BodyStalled(_) => "request_body_timeout",
+            Error::ClientBody(_) => "client_body_failed",
             Error::Upstream { .. } => "upstream_failed",
             Error::Target(_) => "bad_request",
         }
     }
 }
 
-/// The body sent to a replica: the client's, cut off past the deployment's limit.
-pub(crate) type UpstreamBody = Limited<Incoming>;
-
 /// Timeouts and limits of one deployment's forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     /// `activator.timeouts.connect`.
-    pub connect_timeout: Duration,
+    pub connect: Duration,
     /// `activator.timeouts.responseHeader`.
-    pub response_header_timeout: Duration,
+    pub response_header: Duration,
+    /// `activator.timeouts.idle`.
+    pub idle: Duration,
+    /// `activator.timeouts.total`.
+    pub total: Option<Duration>,
     /// `activator.maxRequestBody`, in bytes.
     pub max_request_body: usize,
 }
 
-/// Forwards one deployment's requests to its replicas.
+/// The client of one connection, as replicas are told of it.
 #[derive(Debug, Clone)]
-pub(crate) struct Forwarder {
-    client: Client<Connector, UpstreamBody>,
-    limits: Limits,
+pub(crate) struct Peer {
+    /// Its address as usually written (IPv4-mapped IPv6 as IPv4).
+    pub ip: IpAddr,
+    /// The same as a header value, made once per connection.
+    forwarded_for: HeaderValue,
 }
 
-impl Forwarder {
-    /// A forwarder with its own connection pool.
-    pub fn new(limits: Limits) -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(MAX_IDLE_PER_REPLICA)
-            .build(Connector::new(limits.connect_timeout));
-        Self { client, limits }
+impl Peer {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = client_ip(addr.ip());
+        let forwarded_for = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, forwarded_for }
     }
+}
 
-    /// A forwarder with new limits that keeps this one's pooled connections when it can.
-    pub fn with_limits(&self, limits: Limits) -> Self {
-        if limits.connect_timeout == self.limits.connect_timeout {
-            Self {
-                client: self.client.clone(),
-                limits,
-            }
-        } else {
-            Self::new(limits)
-        }
-    }
+/// Whether a declared `Content-Length` is over `limit`: such a request is refused before
+/// anything is read or sent.
+pub(crate) fn declared_too_large(headers: &HeaderMap, limit: usize) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > limit as u64)
+}
 
-    /// Sends `request` from the client at `peer` to the replica at `addr`, with `path` (path
-    /// and query) as its target when the route rewrote it, and returns the response as soon as
-    /// its head arrives.
-    pub async fn forward(
-        &self,
-        request: Request<Incoming>,
-        addr: SocketAddr,
-        path: Option<String>,
-        peer: SocketAddr,
-    ) -> Result<Response<Incoming>> {
-        let limit = self.limits.max_request_body;
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
-            return Err(Error::BodyTooLarge { limit });
-        }
-        let (mut parts, body) = request.into_parts();
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            let authority = parts.uri.authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
-        });
-        let target = match path {
-            Some(path) => path,
-            None => parts
+/// Turns a client's request head into the one a replica gets: `path` (path and query) as its
+/// target when the route rewrote it, origin-form otherwise; HTTP/1.1; no hop-by-hop headers
+/// (but `upgrade`, the protocol the client asks to switch to, is kept); `X-Forwarded-*` set.
+pub(crate) fn prepare(
+    parts: &mut Parts,
+    path: Option<String>,
+    peer: &Peer,
+    upgrade: Option<&HeaderValue>,
+) -> Result<()> {
+    let host = match parts.headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        // HTTP/2 names the host in the target's authority.
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    if let Some(path) = path {
+        parts.uri = Uri::try_from(path).map_err(Error::Target)?;
+    } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let mut target = http::uri::Parts::default();
+        target.path_and_query = Some(
+            parts
                 .uri
                 .path_and_query()
-                .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
-        };
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(addr.to_string())
-            .path_and_query(target)
-            .build()
-            .map_err(Error::Target)?;
-        // The replica is spoken to in HTTP/1.1 whatever the client used.
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        forwarded_headers(&mut parts.headers, host, peer);
-        let request = Request::from_parts(parts, Limited::new(body, limit));
-
-        let sent = tokio::time::timeout(
-            self.limits.response_header_timeout,
-            self.client.request(request),
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
         );
-        let mut response = match sent.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(self.classify(e, addr)),
-            Err(_) => {
-                return Err(Error::ResponseTimeout {
-                    addr,
-                    timeout: self.limits.response_header_timeout,
+        if let Ok(uri) = Uri::from_parts(target) {
+            parts.uri = uri;
+        }
+    }
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    forwarded_headers(&mut parts.headers, host, peer);
+    if let Some(protocol) = upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
+    Ok(())
+}
+
+/// A request that did not get a response, and the request itself when nothing of it was sent.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    /// Why.
+    pub error: Error,
+    /// The request, untouched, when it never left.
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+/// When the response head must have come.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadDeadline {
+    /// `responseHeader` from now.
+    pub response_header: Instant,
+    /// The `total` deadline, when there is one.
+    pub total: Option<Instant>,
+}
+
+/// Sends `request` to `replica` and returns the response as soon as its head arrives, with
+/// the connection it came on (to give back to the pool when the body is done).
+pub(crate) async fn send(
+    replica: &Replica,
+    mut request: Request<RequestBody>,
+    limits: &Limits,
+    deadline: HeadDeadline,
+) -> std::result::Result<(Response<Incoming>, Sender), Failed> {
+    let addr = replica.addr();
+    let at = deadline.total.map_or(deadline.response_header, |t| {
+        t.min(deadline.response_header)
+    });
+    for _ in 0..MAX_STALE {
+        let mut sender = match replica.pool.get(limits.connect).await {
+            Ok(sender) => sender,
+            Err(source) => {
+                return Err(Failed {
+                    error: Error::Connect { addr, source },
+                    unsent: Some(request),
                 });
             }
         };
-        strip_hop_by_hop(response.headers_mut());
-        Ok(response)
+        match tokio::time::timeout_at(at, sender.try_send_request(request)).await {
+            Ok(Ok(response)) => return Ok((response, sender)),
+            Ok(Err(mut failed)) => match failed.take_message() {
+                // The connection was closed before the request was written (an idle
+                // connection the replica had just closed): nothing was sent.
+                Some(unsent) => request = unsent,
+                None => {
+                    return Err(Failed {
+                        error: classify(failed.into_error(), addr, limits),
+                        unsent: None,
+                    });
+                }
+            },
+            Err(_) => {
+                let error = match deadline.total {
+                    Some(total) if total <= deadline.response_header => Error::Total {
+                        timeout: limits.total.unwrap_or_default(),
+                    },
+                    _ => Error::ResponseTimeout {
+                        addr,
+                        timeout: limits.response_header,
+                    },
+                };
+                return Err(Failed {
+                    error,
+                    unsent: None,
+                });
+            }
+        }
     }
+    Err(Failed {
+        error: Error::Connect {
+            addr,
+            source: ConnectError::Failed(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "every connection closed before the request could be sent",
+            )),
+        },
+        unsent: Some(request),
+    })
+}
 
-    fn classify(&self, error: hyper_util::client::legacy::Error, addr: SocketAddr) -> Error {
-        if caused_by(&error, |e| e.is::<LengthLimitError>()) {
-            return Error::BodyTooLarge {
-                limit: self.limits.max_request_body,
-            };
+/// What a failed exchange means: the client's body at fault, or the replica.
+fn classify(error: hyper::Error, addr: SocketAddr, limits: &Limits) -> Error {
+    if caused_by(&error, |e| e.is::<LengthLimitError>()) {
+        return Error::BodyTooLarge {
+            limit: limits.max_request_body,
+        };
+    }
+    let mut expired = None;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = cause {
+        if let Some(e) = e.downcast_ref::<Expired>() {
+            expired = Some(match e {
+                Expired::Idle(idle) => Expired::Idle(*idle),
+                Expired::Total => Expired::Total,
+            });
         }
-        if !error.is_connect() {
-            return Error::Upstream {
-                addr,
-                source: error,
-            };
-        }
-        let timed_out = caused_by(&error, |e| {
-            e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        });
-        if timed_out {
-            Error::ConnectTimeout {
-                addr,
-                timeout: self.limits.connect_timeout,
-            }
-        } else {
-            Error::Connect {
-                addr,
-                source: error,
-            }
-        }
+        cause = e.source();
+    }
+    match expired {
+        Some(Expired::Total) => Error::Total {
+            timeout: limits.total.unwrap_or_default(),
+        },
+        Some(idle) => Error::BodyStalled(idle),
+        // A user error while the request was sent is the request body's: the client left.
+        None if error.is_user() => Error::ClientBody(error),
+        None => Error::Upstream {
+            addr,
+            source: error,
+        },
     }
 }
 
@@ -271,6 +370,10 @@ fn caused_by(
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass of cheap name comparisons, no hashing.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -286,22 +389,23 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the client to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` unless a proxy in front of lull (which may have terminated TLS) set them:
 /// the replica must build links with the scheme and host the client used.
-fn forwarded_headers(headers: &mut HeaderMap, host: Option<HeaderValue>, peer: SocketAddr) {
-    let client = client_ip(peer.ip()).to_string();
-    let chain = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client,
+fn forwarded_headers(headers: &mut HeaderMap, host: Option<HeaderValue>, peer: &Peer) {
+    let chain = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
+        Some(Ok(prior)) if !prior.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prior}, {}", peer.ip)).ok()
+        }
+        _ => Some(peer.forwarded_for.clone()),
     };
-    if let Ok(chain) = HeaderValue::from_str(&chain) {
+    if let Some(chain) = chain {
         headers.insert(X_FORWARDED_FOR, chain);
     }
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static("http"));
     if let Some(host) = host {
-        if !headers.contains_key(X_FORWARDED_HOST) {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
+        headers
+            .entry(X_FORWARDED_HOST)
+            .or_insert_with(|| host.clone());
         // Keep the client's Host: model servers that build URLs or route virtual hosts see
         // the name the client asked for, not the replica's address.
         headers.insert(header::HOST, host);
@@ -342,12 +446,12 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_and_proto_and_host_are_kept_from_a_front_proxy() {
-        let origin: SocketAddr = "[::ffff:10.0.0.7]:5000".parse().expect("address");
+        let origin = Peer::new("[::ffff:10.0.0.7]:5000".parse().expect("address"));
         let mut headers = HeaderMap::new();
         forwarded_headers(
             &mut headers,
             Some(HeaderValue::from_static("a.example")),
-            origin,
+            &origin,
         );
         assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.7");
         assert_eq!(headers[X_FORWARDED_PROTO], "http");
@@ -361,7 +465,7 @@ mod tests {
         forwarded_headers(
             &mut headers,
             Some(HeaderValue::from_static("inner")),
-            origin,
+            &origin,
         );
         assert_eq!(headers[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
         assert_eq!(headers[X_FORWARDED_PROTO], "https");
@@ -369,16 +473,61 @@ mod tests {
     }
 
     #[test]
-    fn errors_map_to_gateway_statuses_by_type() {
+    fn targets_go_out_in_origin_form_and_upgrades_keep_their_headers() {
+        let peer = Peer::new("127.0.0.1:5000".parse().expect("address"));
+        let request = Request::get("http://models.example/m/predict?x=1")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(())
+            .expect("request");
+        let (mut parts, ()) = request.into_parts();
+        let upgrade = HeaderValue::from_static("websocket");
+        prepare(&mut parts, None, &peer, Some(&upgrade)).expect("prepared");
+        assert_eq!(parts.uri, "/m/predict?x=1");
+        assert_eq!(parts.headers[header::HOST], "models.example");
+        assert_eq!(parts.headers[header::UPGRADE], "websocket");
+        assert_eq!(parts.headers[header::CONNECTION], "upgrade");
+
+        let (mut parts, ()) = Request::get("/m/x").body(()).expect("request").into_parts();
+        prepare(&mut parts, Some("/x?y".to_owned()), &peer, None).expect("prepared");
+        assert_eq!(parts.uri, "/x?y");
+        assert!(!parts.headers.contains_key(header::UPGRADE));
+    }
+
+    #[test]
+    fn errors_map_to_gateway_statuses_and_retry_safety_by_type() {
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("address");
         let timeout = Duration::from_secs(1);
+        let refused = || ConnectError::Failed(std::io::ErrorKind::ConnectionRefused.into());
         let cases = [
-            (Error::ConnectTimeout { addr, timeout }, 504),
-            (Error::ResponseTimeout { addr, timeout }, 504),
-            (Error::BodyTooLarge { limit: 1 }, 413),
+            (
+                Error::Connect {
+                    addr,
+                    source: refused(),
+                },
+                502,
+                Retry::Safe,
+            ),
+            (
+                Error::Connect {
+                    addr,
+                    source: ConnectError::TimedOut(timeout),
+                },
+                504,
+                Retry::Safe,
+            ),
+            (Error::ResponseTimeout { addr, timeout }, 504, Retry::Never),
+            (Error::Total { timeout }, 504, Retry::Never),
+            (Error::BodyTooLarge { limit: 1 }, 413, Retry::Never),
+            (
+                Error::BodyStalled(Expired::Idle(timeout)),
+                408,
+                Retry::Never,
+            ),
         ];
-        for (error, status) in cases {
+        for (error, status, retry) in cases {
             assert_eq!(error.status().as_u16(), status, "{error}");
+            assert_eq!(error.retry(), retry, "{error}");
         }
     }
 }

@@ -9,7 +9,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use crate::stats::{Buckets, STATUS_CLASSES};
+use crate::stats::{Buckets, REJECTIONS, STATUS_CLASSES};
 use crate::table::{Table, Target};
 
 /// Encodes every routed deployment's statistics.
@@ -30,7 +30,7 @@ type Encode = fn(&Target, &mut MetricEncoder<'_>, &str) -> fmt::Result;
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let table = self.table.load();
-        let families: [(&str, &str, MetricType, Encode); 7] = [
+        let families: [(&str, &str, MetricType, Encode); 10] = [
             (
                 "lull_activator_requests",
                 "Requests routed to the deployment.",
@@ -51,6 +51,31 @@ impl Collector for Metrics {
                 },
             ),
             (
+                "lull_activator_rejections",
+                "Requests the activator refused, by reason (the error code of its answer).",
+                MetricType::Counter,
+                |t, e, d| {
+                    let counts = t.state.stats.rejections();
+                    for (reason, count) in REJECTIONS.iter().zip(counts) {
+                        e.encode_family(&[("deployment", d), ("reason", reason)])?
+                            .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+                    }
+                    Ok(())
+                },
+            ),
+            (
+                "lull_activator_retries",
+                "Requests sent again to another replica after a failed attempt.",
+                MetricType::Counter,
+                |t, e, d| counter(e, d, t.state.stats.retries()),
+            ),
+            (
+                "lull_activator_ejections",
+                "Replicas ejected for failing connections.",
+                MetricType::Counter,
+                |t, e, d| counter(e, d, t.state.stats.ejections()),
+            ),
+            (
                 "lull_activator_in_flight",
                 "Requests sent to a replica whose response is not finished.",
                 MetricType::Gauge,
@@ -58,7 +83,7 @@ impl Collector for Metrics {
             ),
             (
                 "lull_activator_parked",
-                "Requests waiting for a ready replica.",
+                "Requests waiting for a ready replica, or for one below its concurrency limit.",
                 MetricType::Gauge,
                 |t, e, d| gauge(e, d, t.state.parking.parked() as u64),
             ),

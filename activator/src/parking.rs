@@ -211,7 +211,7 @@ impl ParkingQueue {
             if !state.lane.endpoints.borrow().is_empty() {
                 return Ok(state.lane.endpoints.clone());
             }
-            let slot = self.admit(state.lane.capacity)?;
+            let slot = self.take_slot(state.lane.capacity)?;
             if state.waiters.len() >= state.lane.capacity {
                 state.waiters.retain(|w| !w.is_closed());
             }
@@ -229,14 +229,27 @@ impl ParkingQueue {
             Ok(Ok(Release::Disabled)) => Err(self.disabled()),
             // A dropped sender means the queue itself went away with its deployment.
             Ok(Ok(Release::Removed)) | Ok(Err(_)) => Err(self.removed()),
-            Err(_) => Err(Error::Timeout {
-                key: self.key.clone(),
-                waited: since.elapsed(),
-            }),
+            Err(_) => Err(self.timeout(since.elapsed())),
         }
     }
 
-    fn admit(self: &Arc<Self>, capacity: usize) -> Result<Slot> {
+    /// A place in the queue for a request that waits for something other than a cold start
+    /// (a replica below its concurrency limit): counted as parked, refused when the queue is
+    /// full.
+    pub fn admit(self: &Arc<Self>) -> Result<Slot> {
+        let capacity = self.lock().lane.capacity;
+        self.take_slot(capacity)
+    }
+
+    /// The error of a request that waited `waited` in vain.
+    pub fn timeout(&self, waited: Duration) -> Error {
+        Error::Timeout {
+            key: self.key.clone(),
+            waited,
+        }
+    }
+
+    fn take_slot(self: &Arc<Self>, capacity: usize) -> Result<Slot> {
         self.parked
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < capacity).then_some(n + 1)
@@ -330,7 +343,7 @@ impl ParkingQueue {
 }
 
 /// A place in the queue, freed when the request stops waiting, however it stops.
-struct Slot {
+pub(crate) struct Slot {
     queue: Arc<ParkingQueue>,
 }
 

@@ -1,30 +1,146 @@
-//! One request's way through the activator, as a tower [`Service`]: route it, account for it,
-//! wait for a replica if none is ready, forward it, and stream the answer back.
+//! One request's way through the activator, as a stack of tower layers behind hyper:
+//!
+//! ```text
+//! route ─▶ auth ─▶ rate limit ─▶ dispatch: balance ─▶ (park | wait for capacity) ─▶ forward ─▶ retry
+//! ```
+//!
+//! Routing happens first, in [`Proxy`] (hyper's service for one connection), because every
+//! layer below acts on the deployment it finds. Each layer reads its settings from the request's
+//! [`Target`], so the layers themselves are stateless, cost nothing to clone, and the stack
+//! allocates once per request (the dispatch future). Dispatch picks a replica by the
+//! deployment's policy, parks the request while the deployment is cold or waits while every
+//! replica is at its concurrency limit, forwards it, retries what is safe to retry, and streams
+//! the answer back (or opens a tunnel for a protocol switch).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http::header;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
-use tower::Service;
+use tower::{Layer, Service};
 
-use crate::balance::ReplicaGuard;
-use crate::body::ResponseBody;
+use crate::access::Entry;
+use crate::auth::{self, Auth, AuthLayer};
+use crate::balance::{Choice, Pick, Replica, ReplicaGuard};
+use crate::body::{Done, RequestBody, ResponseBody};
+use crate::concurrency::Waited;
+use crate::connect::Sender;
+use crate::forward::{self, HeadDeadline, Peer};
+use crate::ratelimit::{self, RateLimitLayer, RateLimited};
 use crate::response::{ErrorResponse, error_response};
+use crate::retry::{self, MAX_ATTEMPTS, Replay};
 use crate::stats::Tracker;
 use crate::table::{Table, Target};
-use crate::{forward, parking};
+use crate::upgrade::{self, Tunnels};
+use crate::{health, parking, timeout};
 
-/// Why a routed request got no answer from a replica.
+/// What every connection's service shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The live route table.
+    pub table: Arc<ArcSwap<Table>>,
+    /// Open protocol-switch tunnels.
+    pub tunnels: Tunnels,
+    /// Whether each request is logged under `lull::access`.
+    pub access_log: AtomicBool,
+}
+
+/// One client connection, as the layers see it.
+#[derive(Debug)]
+pub(crate) struct Client {
+    /// The client.
+    pub peer: Peer,
+    /// What all connections share.
+    pub shared: Arc<Shared>,
+}
+
+/// A routed request on its way down the stack.
+#[derive(Debug)]
+pub(crate) struct Call {
+    /// Its deployment.
+    pub target: Arc<Target>,
+    /// The request as the client sent it.
+    pub request: Request<Incoming>,
+    /// The path and query to forward, when the route rewrote them.
+    pub path: Option<String>,
+    /// Its connection.
+    pub client: Arc<Client>,
+    /// Its access log line, when the log is on.
+    pub access: Option<Box<Entry>>,
+}
+
+/// A request a layer refused before dispatch.
+#[derive(Debug)]
+pub(crate) struct Error {
+    kind: Refusal,
+    access: Option<Box<Entry>>,
+}
+
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum Error {
+enum Refusal {
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
+    #[error(transparent)]
+    RateLimit(#[from] ratelimit::Error),
+}
+
+impl Refusal {
+    fn inner(&self) -> &dyn ErrorResponse {
+        match self {
+            Refusal::Auth(e) => e,
+            Refusal::RateLimit(e) => e,
+        }
+    }
+}
+
+impl Error {
+    /// Refuses `call` without the deployment's key, counting the refusal for its deployment.
+    pub fn unauthorized(why: auth::Error, call: &mut Call) -> Self {
+        Self::new(Refusal::Auth(why), call)
+    }
+
+    /// Refuses `call` over a rate limit, counting the refusal for its deployment.
+    pub fn limited(why: ratelimit::Error, call: &mut Call) -> Self {
+        Self::new(Refusal::RateLimit(why), call)
+    }
+
+    fn new(kind: Refusal, call: &mut Call) -> Self {
+        let inner = kind.inner();
+        call.target
+            .state
+            .stats
+            .refused(inner.status(), inner.code());
+        Self {
+            kind,
+            access: call.access.take(),
+        }
+    }
+
+    fn into_response(self) -> Response<ResponseBody> {
+        let response = error_response(self.kind.inner());
+        if let Some(mut entry) = self.access {
+            entry.status = response.status();
+            entry.log("refused");
+        }
+        response
+    }
+}
+
+/// Why a dispatched request got no answer from a replica.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
     /// No replica could take it.
     #[error(transparent)]
     Parking(#[from] parking::Error),
@@ -33,19 +149,16 @@ pub(crate) enum Error {
     Forward(#[from] forward::Error),
 }
 
-/// `Result` with this module's [`Error`].
-pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
+impl Failure {
     fn inner(&self) -> &dyn ErrorResponse {
         match self {
-            Error::Parking(e) => e,
-            Error::Forward(e) => e,
+            Failure::Parking(e) => e,
+            Failure::Forward(e) => e,
         }
     }
 }
 
-impl ErrorResponse for Error {
+impl ErrorResponse for Failure {
     fn status(&self) -> StatusCode {
         self.inner().status()
     }
@@ -63,109 +176,434 @@ impl ErrorResponse for Error {
     }
 }
 
+/// The layers under routing.
+type Stack = Auth<RateLimited<Dispatch>>;
+
 /// The activator's service for the connection of one client.
 #[derive(Debug, Clone)]
 pub(crate) struct Proxy {
-    table: Arc<ArcSwap<Table>>,
-    peer: SocketAddr,
+    client: Arc<Client>,
+    stack: Stack,
 }
 
 impl Proxy {
     /// The service for a connection from `peer`.
-    pub fn new(table: Arc<ArcSwap<Table>>, peer: SocketAddr) -> Self {
-        Self { table, peer }
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+        let stack = AuthLayer.layer(RateLimitLayer.layer(Dispatch));
+        Self {
+            client: Arc::new(Client {
+                peer: Peer::new(peer),
+                shared,
+            }),
+            stack,
+        }
     }
 }
 
-impl Service<Request<Incoming>> for Proxy {
+impl hyper::service::Service<Request<Incoming>> for Proxy {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Answer<<Stack as Service<Call>>::Future>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let table = self.client.shared.table.load();
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let (target, path) = match table.router.resolve(host, path_and_query) {
+            Ok(resolved) => (resolved.target.clone(), resolved.path),
+            Err(error) => {
+                return Answer::Ready {
+                    response: Some(error_response(&error)),
+                };
+            }
+        };
+        drop(table);
+        let access = self
+            .client
+            .shared
+            .access_log
+            .load(Ordering::Relaxed)
+            .then(|| {
+                Box::new(Entry {
+                    start: Instant::now(),
+                    deployment: target.key.clone(),
+                    method: request.method().clone(),
+                    uri: request.uri().clone(),
+                    client: self.client.peer.ip,
+                    status: StatusCode::OK,
+                    replica: None,
+                    attempts: 0,
+                })
+            });
+        // The stack is always ready (its layers hold no capacity of their own), so it is
+        // called without `poll_ready`; cloning it clones no state.
+        let mut stack = self.stack.clone();
+        Answer::Running {
+            future: stack.call(Call {
+                target,
+                request,
+                path,
+                client: self.client.clone(),
+                access,
+            }),
+        }
+    }
+}
+
+pin_project! {
+    /// The answer to one request: made at once (no route), or by the stack.
+    #[project = AnswerProj]
+    pub(crate) enum Answer<F> {
+        /// Answered without the stack.
+        Ready { response: Option<Response<ResponseBody>> },
+        /// Answered by the stack; a refusal becomes its JSON error.
+        Running { #[pin] future: F },
+    }
+}
+
+impl<F> Future for Answer<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Error>>,
+{
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AnswerProj::Ready { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled after it finished: hyper never does.
+                None => Poll::Pending,
+            },
+            AnswerProj::Running { future } => future
+                .poll(cx)
+                .map(|answer| Ok(answer.unwrap_or_else(Error::into_response))),
+        }
+    }
+}
+
+/// The innermost service: everything after admission.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dispatch;
+
+impl Service<Call> for Dispatch {
+    type Response = Response<ResponseBody>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let table = self.table.load_full();
-        let peer = self.peer;
-        Box::pin(async move { Ok(handle(table, peer, request).await) })
+    fn call(&mut self, call: Call) -> Self::Future {
+        Box::pin(async move { Ok(dispatch(call).await) })
     }
 }
 
-async fn handle(
-    table: Arc<Table>,
-    peer: SocketAddr,
-    request: Request<Incoming>,
-) -> Response<ResponseBody> {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let (target, path) = match table.router.resolve(host, path_and_query) {
-        Ok(resolved) => (resolved.target.clone(), resolved.path),
-        Err(error) => return error_response(&error),
-    };
-    drop(table);
+/// A response head from a replica, and what came with it.
+struct Forwarded {
+    response: Response<Incoming>,
+    replica: ReplicaGuard,
+    conn: Sender,
+    /// The client's side of a protocol switch it asked for.
+    client_upgrade: Option<OnUpgrade>,
+    /// The replica the client's affinity cookie named.
+    affinity: Option<u64>,
+    /// When the whole exchange must be over.
+    deadline: Option<Instant>,
+}
+
+async fn dispatch(call: Call) -> Response<ResponseBody> {
+    let Call {
+        target,
+        request,
+        path,
+        client,
+        mut access,
+    } = call;
     let mut tracker = target.state.stats.arrive();
-    match dispatch(&target, &mut tracker, request, path, peer).await {
-        Ok((response, replica)) => {
-            tracker.answered(response.status(), true);
-            response.map(|body| ResponseBody::proxied(body, (tracker, replica)))
-        }
+    let mut attempts = 0;
+    let result = exchange(
+        &target,
+        &mut tracker,
+        request,
+        path,
+        &client.peer,
+        &mut attempts,
+    )
+    .await;
+    if let Some(entry) = &mut access {
+        entry.attempts = attempts;
+    }
+    match result {
+        Ok(forwarded) => respond(&target, &client, tracker, forwarded, access),
         Err(error) => {
-            if let Error::Forward(e) = &error {
+            if let Failure::Forward(e) = &error {
                 tracing::debug!(deployment = %target.key, error = %e, "forwarding failed");
             }
             let response = error_response(&error);
             tracker.answered(response.status(), false);
+            target.state.stats.rejected(error.code());
+            if let Some(mut entry) = access {
+                entry.status = response.status();
+                entry.log("failed");
+            }
             response
         }
     }
 }
 
-async fn dispatch(
+/// Picks a replica (waiting as needed), forwards the request, and retries what may be retried.
+async fn exchange(
     target: &Target,
     tracker: &mut Tracker,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     path: Option<String>,
-    peer: SocketAddr,
-) -> Result<(Response<Incoming>, ReplicaGuard)> {
+    peer: &Peer,
+    attempts: &mut u32,
+) -> Result<Forwarded, Failure> {
     if !target.enabled {
         return Err(parking::Error::Disabled {
             key: target.key.clone(),
         }
         .into());
     }
-    // Both stages are boxed so that this future stays small: it is allocated whole for every
-    // request, and ten thousand parked requests would each carry the forwarding stage's
-    // space unused (and warm requests the waiting stage's).
-    let replica = match target.state.balancer.pick(&target.endpoints) {
-        Some(replica) => replica,
-        None => Box::pin(wait_for_replica(target, tracker)).await?,
-    };
+    let limits = target.limits;
+    if forward::declared_too_large(request.headers(), limits.max_request_body) {
+        return Err(forward::Error::BodyTooLarge {
+            limit: limits.max_request_body,
+        }
+        .into());
+    }
+    let affinity = target
+        .sticky
+        .as_ref()
+        .and_then(|sticky| sticky.affinity(request.headers()));
+    let upgrade = upgrade::requested(request.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    forward::prepare(&mut parts, path, peer, upgrade.as_ref())?;
+
+    let mut tried: Vec<Arc<Replica>> = Vec::new();
+    let mut queue_deadline = None;
+    let first = choice(target, peer, affinity, &[]);
+    let mut replica = acquire(target, tracker, &first, &mut queue_deadline).await?;
+    // The total timeout counts from here: time in the queue is not the replica's.
     tracker.forwarding();
-    let forwarding = target
-        .forwarder
-        .forward(request, replica.addr(), path, peer);
-    let response = Box::pin(forwarding).await?;
-    Ok((response, replica))
+    let start = Instant::now();
+    let deadline = limits.total.map(|total| start + total);
+    let body = RequestBody::client(
+        body,
+        limits.max_request_body,
+        timeout::Limits {
+            idle: limits.idle,
+            deadline,
+        },
+    );
+    let replay = Replay::of(&parts, &body, upgrade.is_some());
+    let mut request = Request::from_parts(parts, body);
+    loop {
+        *attempts += 1;
+        let head = HeadDeadline {
+            response_header: Instant::now() + limits.response_header,
+            total: deadline,
+        };
+        let failed = match forward::send(replica.replica(), request, &limits, head).await {
+            Ok((response, conn)) => {
+                replica.replica().health.connected();
+                return Ok(Forwarded {
+                    response,
+                    replica,
+                    conn,
+                    client_upgrade,
+                    affinity,
+                    deadline,
+                });
+            }
+            Err(failed) => failed,
+        };
+        if matches!(failed.error, forward::Error::Connect { .. }) {
+            connect_failed(target, replica.replica());
+        }
+        let next = if *attempts < MAX_ATTEMPTS {
+            retry::next(failed.error.retry(), failed.unsent, replay.as_ref())
+        } else {
+            None
+        };
+        let Some(next) = next else {
+            return Err(failed.error.into());
+        };
+        tracing::debug!(
+            deployment = %target.key,
+            replica = %replica.replica().id(),
+            error = %failed.error,
+            "retrying on another replica"
+        );
+        target.state.stats.retried();
+        tried.push(replica.replica().clone());
+        drop(replica);
+        request = next;
+        let again = choice(target, peer, affinity, &tried);
+        replica = acquire(target, tracker, &again, &mut queue_deadline).await?;
+    }
 }
 
-/// Parks until a replica is ready and picks it; the request's head and body wait unread in
-/// the connection meanwhile.
-async fn wait_for_replica(target: &Target, tracker: &Tracker) -> Result<ReplicaGuard> {
-    let parked = Instant::now();
-    let deadline = parked + target.queue_timeout;
+fn choice<'a>(
+    target: &Target,
+    peer: &Peer,
+    affinity: Option<u64>,
+    tried: &'a [Arc<Replica>],
+) -> Choice<'a> {
+    Choice {
+        policy: target.policy,
+        limit: target.concurrency,
+        client: peer.ip,
+        affinity,
+        tried,
+    }
+}
+
+/// Counts a failed connect against `replica`; the failure that ejects it starts its prober.
+fn connect_failed(target: &Target, replica: &Arc<Replica>) {
+    if replica.health.connect_failed() {
+        tracing::warn!(
+            deployment = %target.key,
+            replica = %replica.id(),
+            addr = %replica.addr(),
+            "ejecting a replica after {} failed connects in a row; probing it until it recovers",
+            health::EJECT_AFTER
+        );
+        target.state.stats.ejected();
+        tokio::spawn(health::probe_until_healthy(
+            Arc::downgrade(replica),
+            target.probe.clone(),
+            target.limits.connect,
+        ));
+    }
+}
+
+/// A replica for `choice`: at once when one can take the request, else after waiting.
+async fn acquire(
+    target: &Target,
+    tracker: &Tracker,
+    choice: &Choice<'_>,
+    queue_deadline: &mut Option<Instant>,
+) -> Result<ReplicaGuard, parking::Error> {
+    let state = &target.state;
+    let gate = (target.concurrency > 0).then_some(&state.gate);
+    if let Pick::Ready(replica) = state.balancer.pick(&target.endpoints, choice, gate) {
+        return Ok(replica);
+    }
+    // Boxed so the request's future stays small: it is allocated whole for every request, and
+    // warm requests would carry the waiting stage's space unused.
+    Box::pin(wait_for_replica(target, tracker, choice, queue_deadline)).await
+}
+
+/// Waits for a replica to become ready (parked while the deployment is cold) or to come below
+/// its concurrency limit. The request's head and body wait unread in the connection meanwhile.
+async fn wait_for_replica(
+    target: &Target,
+    tracker: &Tracker,
+    choice: &Choice<'_>,
+    queue_deadline: &mut Option<Instant>,
+) -> Result<ReplicaGuard, parking::Error> {
+    let state = &target.state;
+    let gate = (target.concurrency > 0).then_some(&state.gate);
+    let since = Instant::now();
+    // One deadline for the whole request, however often it waits.
+    let deadline = *queue_deadline.get_or_insert(since + target.queue_timeout);
+    let mut endpoints = target.endpoints.clone();
+    let mut cold = false;
     loop {
-        let endpoints = target.state.parking.park(deadline).await?;
-        // The set can empty again between release and pick; then the request parks again
-        // with the deadline it had.
-        if let Some(replica) = target.state.balancer.pick(&endpoints) {
-            tracker.cold_start(parked.elapsed());
-            return Ok(replica);
+        match state.balancer.pick(&endpoints, choice, gate) {
+            Pick::Ready(replica) => {
+                if cold {
+                    tracker.cold_start(since.elapsed());
+                }
+                return Ok(replica);
+            }
+            Pick::Empty => {
+                // The set can empty again between release and pick; then the request parks
+                // again with the deadline it had.
+                endpoints = state.parking.park(deadline).await?;
+                cold = true;
+            }
+            Pick::Busy => {
+                let waited = state
+                    .gate
+                    .wait(&state.parking, &endpoints, deadline, || {
+                        state.balancer.pick(&endpoints, choice, gate)
+                    })
+                    .await?;
+                match waited {
+                    Waited::Ready(replica) => return Ok(replica),
+                    Waited::Empty => {}
+                }
+            }
         }
     }
+}
+
+/// The client's response: the replica's head and streamed body, or a 101 and a tunnel.
+fn respond(
+    target: &Target,
+    client: &Client,
+    mut tracker: Tracker,
+    forwarded: Forwarded,
+    mut access: Option<Box<Entry>>,
+) -> Response<ResponseBody> {
+    let Forwarded {
+        mut response,
+        replica,
+        conn,
+        client_upgrade,
+        affinity,
+        deadline,
+    } = forwarded;
+    let status = response.status();
+    if let Some(entry) = &mut access {
+        entry.status = status;
+        entry.replica = Some(replica.replica().id().clone());
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let replica_upgrade = hyper::upgrade::on(&mut response);
+        tracker.answered(status, false);
+        let (mut parts, _) = response.into_parts();
+        upgrade::switching_headers(&mut parts.headers);
+        client
+            .shared
+            .tunnels
+            .open(client_upgrade, replica_upgrade, (tracker, replica));
+        if let Some(entry) = access {
+            entry.log("upgraded");
+        }
+        // The connection now belongs to the tunnel; its sender is of no more use.
+        drop(conn);
+        return Response::from_parts(parts, ResponseBody::local(Bytes::new()));
+    }
+    let (mut parts, body) = response.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    if let Some(sticky) = &target.sticky
+        && affinity != Some(replica.replica().token())
+        && let Some(cookie) = sticky.set_cookie(replica.replica())
+    {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    tracker.answered(status, true);
+    let limits = timeout::Limits {
+        idle: target.limits.idle,
+        deadline,
+    };
+    let done = Done {
+        _tracker: tracker,
+        replica,
+        conn: Some(conn),
+        access,
+    };
+    Response::from_parts(parts, ResponseBody::proxied(body, limits, done))
 }

@@ -4,7 +4,7 @@
 //! The status comes from the error's type, never from the call site (as in pingora): each
 //! module's error implements [`ErrorResponse`], so one kind of failure always answers the same.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value};
 
 use crate::body::ResponseBody;
@@ -24,6 +24,9 @@ pub(crate) trait ErrorResponse: std::error::Error {
 
     /// Adds fields beside `error` and `message`.
     fn details(&self, _body: &mut Map<String, Value>) {}
+
+    /// Adds headers the status calls for, such as `WWW-Authenticate` with a 401.
+    fn headers(&self, _headers: &mut HeaderMap) {}
 }
 
 /// The response for `error`.
@@ -45,6 +48,7 @@ pub(crate) fn error_response(error: &dyn ErrorResponse) -> Response<ResponseBody
     if let Some(secs) = error.retry_after() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    error.headers(headers);
     response
 }
 

@@ -29,6 +29,20 @@ pub(crate) const COLD_START_BUCKETS: &[f64] = &[
 /// Response status classes counted: 1xx to 5xx.
 pub(crate) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Why the activator itself refused requests, by the `error` code of its answer.
+pub(crate) const REJECTIONS: [&str; 10] = [
+    "unauthorized",
+    "auth_unavailable",
+    "rate_limited",
+    "client_rate_limited",
+    "queue_full",
+    "queue_timeout",
+    "disabled",
+    "deployment_removed",
+    "request_too_large",
+    "request_body_timeout",
+];
+
 /// A histogram with fixed buckets, lock-free, for Prometheus.
 #[derive(Debug)]
 pub(crate) struct Buckets {
@@ -75,6 +89,9 @@ pub(crate) struct Stats {
     arrived: AtomicU64,
     in_flight: AtomicU64,
     responses: [AtomicU64; 5],
+    rejections: [AtomicU64; REJECTIONS.len()],
+    retries: AtomicU64,
+    ejections: AtomicU64,
     latency: Buckets,
     cold_start: Buckets,
     window: Mutex<Window>,
@@ -88,8 +105,9 @@ struct Window {
     changed: Instant,
     /// Integral of `level` since the last snapshot, in request-seconds.
     integral: f64,
-    /// Allocated on the first completion of an interval: idle deployments hold none.
-    latency: Option<LatencyHistogram>,
+    /// Allocates its buckets on the first completion of an interval: idle deployments hold
+    /// none, and their snapshots allocate nothing.
+    latency: LatencyHistogram,
     /// `arrived` at the last snapshot.
     arrived_mark: u64,
 }
@@ -108,13 +126,16 @@ impl Default for Stats {
             arrived: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             responses: Default::default(),
+            rejections: Default::default(),
+            retries: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
             latency: Buckets::new(LATENCY_BUCKETS),
             cold_start: Buckets::new(COLD_START_BUCKETS),
             window: Mutex::new(Window {
                 level: 0,
                 changed: Instant::now(),
                 integral: 0.0,
-                latency: None,
+                latency: LatencyHistogram::default(),
                 arrived_mark: 0,
             }),
         }
@@ -150,7 +171,7 @@ impl Stats {
             parked: saturate(parked as u64),
             arrived: arrived.saturating_sub(window.arrived_mark),
             concurrency_seconds: window.integral,
-            latency: window.latency.take().unwrap_or_default(),
+            latency: std::mem::take(&mut window.latency),
         };
         window.integral = 0.0;
         window.arrived_mark = arrived;
@@ -172,6 +193,45 @@ impl Stats {
         std::array::from_fn(|i| self.responses[i].load(Ordering::Relaxed))
     }
 
+    /// Counts an answer the activator made without a tracked request (refused before it was
+    /// counted as arrived: auth, rate limits).
+    pub fn refused(&self, status: StatusCode, code: &str) {
+        self.responses[class(status)].fetch_add(1, Ordering::Relaxed);
+        self.rejected(code);
+    }
+
+    /// Counts a refusal by its error code, if the code is one of [`REJECTIONS`].
+    pub fn rejected(&self, code: &str) {
+        if let Some(i) = REJECTIONS.iter().position(|&r| r == code) {
+            self.rejections[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Refusals by reason, in [`REJECTIONS`] order.
+    pub fn rejections(&self) -> [u64; REJECTIONS.len()] {
+        std::array::from_fn(|i| self.rejections[i].load(Ordering::Relaxed))
+    }
+
+    /// A request was sent again after a failed attempt.
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retries since start.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// A replica was ejected for failing connections.
+    pub fn ejected(&self) {
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ejections since start.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     /// Durations of requests answered by a replica, arrival to the end of the response body.
     pub fn latency(&self) -> &Buckets {
         &self.latency
@@ -186,6 +246,10 @@ impl Stats {
         // The window holds plain numbers that are valid whatever a panicking holder left.
         self.window.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn class(status: StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
 }
 
 fn saturate(n: u64) -> u32 {
@@ -212,11 +276,12 @@ impl Tracker {
         }
     }
 
-    /// The request is answered with `status`; `from_replica` when a replica answered it.
-    pub fn answered(&mut self, status: StatusCode, from_replica: bool) {
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.stats.responses[class].fetch_add(1, Ordering::Relaxed);
-        self.timed = from_replica;
+    /// The request is answered with `status`; `timed` when its duration is the replica's
+    /// work (answered by a replica, not a protocol switch whose tunnel lasts as long as the
+    /// client wants).
+    pub fn answered(&mut self, status: StatusCode, timed: bool) {
+        self.stats.responses[class(status)].fetch_add(1, Ordering::Relaxed);
+        self.timed = timed;
     }
 
     /// The request waited `waited` for a replica to become ready.
@@ -240,10 +305,7 @@ impl Drop for Tracker {
         window.level = window.level.saturating_sub(1);
         if self.timed {
             let micros = u64::try_from(lived.as_micros()).unwrap_or(u64::MAX);
-            window
-                .latency
-                .get_or_insert_with(LatencyHistogram::default)
-                .record(micros);
+            window.latency.record(micros);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The live route table: one immutable [`Table`] per `apply`, swapped whole, so a request reads
 //! one consistent view without a lock. Each deployment's [`DeploymentState`] (parked requests,
-//! statistics, replica counters) is carried from table to table while its key stays routed.
+//! statistics, replica choice, capacity waiters) is carried from table to table while its key
+//! stays routed; so are its rate-limit buckets while its limits stay the same.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -8,13 +9,21 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{HeaderName, HeaderValue};
 use lull_core::{DeploymentKey, EndpointSet, Wake};
+use lull_spec::secret::{ConfigValue, Secret, SecretStore};
+use lull_spec::{DeploymentSpec, Probe as ProbeSpec};
 use tokio::sync::watch;
 
 use crate::Route;
-use crate::balance::{Balancer, Replicas};
-use crate::forward::{Forwarder, Limits};
+use crate::auth::Guard;
+use crate::balance::sticky::Sticky;
+use crate::balance::{Balancer, Policy, Replicas};
+use crate::concurrency::Gate;
+use crate::forward::Limits;
+use crate::health::Probe;
 use crate::parking::{Lane, ParkingQueue};
+use crate::ratelimit::Limiter;
 use crate::router::{Names, Router};
 use crate::stats::Stats;
 
@@ -26,6 +35,8 @@ pub(crate) struct DeploymentState {
     pub parking: Arc<ParkingQueue>,
     /// Replica choice.
     pub balancer: Balancer,
+    /// Where requests wait while every replica is at its concurrency limit.
+    pub gate: Arc<Gate>,
 }
 
 impl fmt::Debug for DeploymentState {
@@ -48,8 +59,20 @@ pub(crate) struct Target {
     pub queue_timeout: Duration,
     /// Its ready endpoints.
     pub endpoints: watch::Receiver<EndpointSet>,
-    /// How requests reach its replicas.
-    pub forwarder: Forwarder,
+    /// Timeouts and the body limit.
+    pub limits: Limits,
+    /// `loadBalancing.policy`.
+    pub policy: Policy,
+    /// `loadBalancing.stickySessions`, when enabled.
+    pub sticky: Option<Sticky>,
+    /// `activator.containerConcurrency`; 0 is unlimited.
+    pub concurrency: usize,
+    /// Who may call it.
+    pub auth: Guard,
+    /// `activator.rateLimit`, when set.
+    pub limiter: Option<Arc<Limiter>>,
+    /// How an ejected replica is probed.
+    pub probe: Option<Arc<Probe>>,
     /// Its live state.
     pub state: Arc<DeploymentState>,
 }
@@ -61,6 +84,18 @@ pub(crate) struct Table {
     pub router: Router<Arc<Target>>,
     /// By key.
     pub deployments: BTreeMap<DeploymentKey, Arc<Target>>,
+}
+
+/// What building a table needs besides the routes.
+pub(crate) struct Context<'a> {
+    /// `Host: <name>.<domain>` routing.
+    pub domain: Option<&'a str>,
+    /// Wakes deployments at zero.
+    pub wake: &'a Arc<dyn Wake>,
+    /// The replicas every deployment shares.
+    pub replicas: &'a Arc<Replicas>,
+    /// Resolves `secret:NAME` in `basicAuthKey` and probe headers.
+    pub secrets: Option<&'a dyn SecretStore>,
 }
 
 impl Table {
@@ -77,11 +112,9 @@ impl Table {
     pub fn build(
         previous: &Table,
         routes: Vec<Route>,
-        domain: Option<&str>,
-        wake: &Arc<dyn Wake>,
-        replicas: &Arc<Replicas>,
+        cx: &Context<'_>,
     ) -> (Table, Vec<Arc<DeploymentState>>) {
-        let mut table = Table::empty(domain);
+        let mut table = Table::empty(cx.domain);
         for route in routes {
             let key = DeploymentKey::new(&route.deployment.slug);
             let Entry::Vacant(slot) = table.deployments.entry(key.clone()) else {
@@ -90,38 +123,52 @@ impl Table {
             };
             let spec = &route.deployment.spec;
             let settings = &spec.activator;
-            let limits = Limits {
-                connect_timeout: settings.timeouts.connect.get(),
-                response_header_timeout: settings.timeouts.response_header.get(),
-                max_request_body: usize::try_from(settings.max_request_body.ceil_u64())
-                    .unwrap_or(usize::MAX),
-            };
             let lane = Lane {
                 enabled: spec.enabled,
                 capacity: settings.queue_capacity as usize,
                 endpoints: route.endpoints.clone(),
             };
-            let (state, forwarder) = match previous.deployments.get(&key) {
+            let old = previous.deployments.get(&key);
+            let state = match old {
                 Some(old) => {
                     old.state.parking.configure(lane);
-                    (old.state.clone(), old.forwarder.with_limits(limits))
+                    old.state.clone()
                 }
-                None => {
-                    let state = DeploymentState {
-                        stats: Arc::new(Stats::default()),
-                        parking: Arc::new(ParkingQueue::new(key.clone(), wake.clone(), lane)),
-                        balancer: Balancer::new(replicas.clone()),
-                    };
-                    (Arc::new(state), Forwarder::new(limits))
-                }
+                None => Arc::new(DeploymentState {
+                    stats: Arc::new(Stats::default()),
+                    parking: Arc::new(ParkingQueue::new(key.clone(), cx.wake.clone(), lane)),
+                    balancer: Balancer::new(cx.replicas.clone()),
+                    gate: Arc::new(Gate::default()),
+                }),
             };
+            let limiter = old
+                .and_then(|old| old.limiter.clone())
+                .filter(|l| l.implements(&settings.rate_limit))
+                .or_else(|| Limiter::new(&settings.rate_limit).map(Arc::new));
+            let sticky = &spec.load_balancing.sticky_sessions;
             let target = Arc::new(Target {
-                key,
                 enabled: spec.enabled,
                 queue_timeout: settings.queue_timeout.get(),
                 endpoints: route.endpoints,
-                forwarder,
+                limits: Limits {
+                    connect: settings.timeouts.connect.get(),
+                    response_header: settings.timeouts.response_header.get(),
+                    idle: settings.timeouts.idle.get(),
+                    total: settings.timeouts.total.map(|t| t.get()),
+                    max_request_body: usize::try_from(settings.max_request_body.ceil_u64())
+                        .unwrap_or(usize::MAX),
+                },
+                policy: spec.load_balancing.policy.into(),
+                sticky: sticky.enabled.then(|| Sticky {
+                    cookie: sticky.cookie_name.as_str().into(),
+                    max_age: sticky.ttl.get().as_secs(),
+                }),
+                concurrency: settings.container_concurrency as usize,
+                auth: guard(&key, spec, cx.secrets),
+                limiter,
+                probe: probe(&key, spec, cx.secrets).map(Arc::new),
                 state,
+                key,
             });
             table.router.add(
                 &Names {
@@ -143,4 +190,74 @@ impl Table {
             .collect();
         (table, removed)
     }
+}
+
+/// A spec value with its secret resolved; `None` (logged) when the secret cannot be read.
+fn resolve(
+    key: &DeploymentKey,
+    field: &str,
+    value: &ConfigValue,
+    secrets: Option<&dyn SecretStore>,
+) -> Option<Secret> {
+    let name = match value {
+        ConfigValue::Plain(text) => return Some(Secret::new(text.as_str())),
+        ConfigValue::Secret(name) => name,
+    };
+    match secrets.map(|store| store.get(name)) {
+        Some(Ok(Some(secret))) => Some(secret),
+        Some(Ok(None)) | None => {
+            tracing::warn!(deployment = %key, field, secret = %name, "the secret is not in any store");
+            None
+        }
+        Some(Err(error)) => {
+            tracing::warn!(deployment = %key, field, secret = %name, %error, "cannot read the secret");
+            None
+        }
+    }
+}
+
+fn guard(key: &DeploymentKey, spec: &DeploymentSpec, secrets: Option<&dyn SecretStore>) -> Guard {
+    let Some(value) = &spec.basic_auth_key else {
+        return Guard::Open;
+    };
+    if spec.is_external {
+        return Guard::Open;
+    }
+    match resolve(key, "basicAuthKey", value, secrets) {
+        Some(secret) => Guard::Key(secret),
+        None => Guard::Unavailable(value.to_string()),
+    }
+}
+
+/// The readiness probe as the activator runs it on an ejected replica: HTTP probes only (a
+/// command probe runs inside the replica, which the activator cannot do; a TCP connect stands in).
+fn probe(
+    key: &DeploymentKey,
+    spec: &DeploymentSpec,
+    secrets: Option<&dyn SecretStore>,
+) -> Option<Probe> {
+    let readiness: &ProbeSpec = spec.health_checks.readiness.as_ref()?;
+    let path = readiness.path.as_deref()?.parse().ok()?;
+    let mut headers = Vec::with_capacity(readiness.headers.len());
+    for header in &readiness.headers {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let value = resolve(
+            key,
+            "healthChecks.readiness.headers",
+            &header.value,
+            secrets,
+        )?;
+        let mut value = HeaderValue::from_str(value.expose()).ok()?;
+        value.set_sensitive(true);
+        headers.push((name, value));
+    }
+    Some(Probe {
+        path,
+        host: readiness
+            .host
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok()),
+        headers,
+        timeout: Duration::from_secs(u64::from(readiness.timeout_seconds.max(1))),
+    })
 }

@@ -53,66 +53,79 @@ pub struct ResourceSample {
 }
 
 /// Request latency in microseconds, mergeable across activators.
-#[derive(Debug, Clone)]
-pub struct LatencyHistogram(Histogram<u64>);
+///
+/// The histogram behind it (about 26 KiB) is allocated on the first recording, so the empty
+/// histograms of idle deployments' snapshots cost nothing.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram(Option<Box<Histogram<u64>>>);
 
 /// Highest latency recorded exactly: one hour. Longer requests count as one hour.
 const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
 
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        Self(
-            Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 2)
-                .expect("static histogram bounds are valid"),
-        )
-    }
+fn histogram() -> Box<Histogram<u64>> {
+    Box::new(
+        Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 2)
+            .expect("static histogram bounds are valid"),
+    )
 }
 
 impl LatencyHistogram {
     /// Records one request's latency.
     pub fn record(&mut self, micros: u64) {
         self.0
+            .get_or_insert_with(histogram)
             .saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
     }
 
     /// Adds another histogram's counts.
     pub fn merge(&mut self, other: &LatencyHistogram) {
+        let Some(theirs) = other.0.as_deref().filter(|h| !h.is_empty()) else {
+            return;
+        };
         // Both share the same bounds, so adding cannot fail.
-        let _ = self.0.add(&other.0);
+        let _ = self.0.get_or_insert_with(histogram).add(theirs);
     }
 
     /// Requests recorded.
     pub fn count(&self) -> u64 {
-        self.0.len()
+        self.0.as_ref().map_or(0, |h| h.len())
+    }
+
+    fn recorded_histogram(&self) -> Option<&Histogram<u64>> {
+        self.0.as_deref().filter(|h| !h.is_empty())
     }
 
     /// Mean latency in seconds, `None` when empty.
     pub fn mean_secs(&self) -> Option<f64> {
-        (self.count() > 0).then(|| self.0.mean() / 1e6)
+        self.recorded_histogram().map(|h| h.mean() / 1e6)
     }
 
     /// Latency at quantile `q` (0.0 to 1.0) in seconds, `None` when empty.
     pub fn quantile_secs(&self, q: f64) -> Option<f64> {
-        (self.count() > 0).then(|| self.0.value_at_quantile(q) as f64 / 1e6)
+        self.recorded_histogram()
+            .map(|h| h.value_at_quantile(q) as f64 / 1e6)
     }
 
     /// Largest latency in seconds, `None` when empty.
     pub fn max_secs(&self) -> Option<f64> {
-        (self.count() > 0).then(|| self.0.max() as f64 / 1e6)
+        self.recorded_histogram().map(|h| h.max() as f64 / 1e6)
     }
 
     /// Every recorded latency bucket, lowest first: the highest latency the bucket stands for,
     /// in microseconds, and how many requests fell in it. Lets a consumer keep its own compact
     /// window of latencies instead of a full histogram per interval.
     pub fn recorded(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.0
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
+        self.0.iter().flat_map(|h| {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
+        })
     }
 
     /// Forgets every recording.
     pub fn clear(&mut self) {
-        self.0.reset();
+        if let Some(h) = &mut self.0 {
+            h.reset();
+        }
     }
 }
 
@@ -164,6 +177,10 @@ mod tests {
         assert!((p50 - 0.01).abs() < 0.001, "{p50}");
         assert!((p99 - 1.0).abs() < 0.02, "{p99}");
         assert!(LatencyHistogram::default().mean_secs().is_none());
+        assert!(
+            LatencyHistogram::default().0.is_none(),
+            "empty ones allocate nothing"
+        );
     }
 
     #[test]
