@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceValidation, JSONSchemaProps,
 };
-use kube::CustomResource;
-use lull_spec::DeploymentSpec;
+use kube::{CustomResource, ResourceExt};
+use lull_spec::names::is_dns_label;
+use lull_spec::{DeploymentSpec, Diagnostic, Severity, Target};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -230,6 +231,86 @@ impl LullDeployment {
     }
 }
 
+/// A resource's spec, loaded and checked as `lull up` loads a spec file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The deployment, its slug the resource's name and its namespace the resource's.
+    pub deployment: lull_spec::Deployment,
+    /// What lull cannot honour as written.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Loads a resource's spec through lull's spec loader, so a resource gets every check and
+/// message a spec file gets, with the Kubernetes target's. The objects it becomes are named by
+/// `metadata.name` and live in the resource's namespace (owner references cannot cross
+/// namespaces). Errors are every finding, errors and warnings.
+pub fn load(object: &LullDeployment) -> std::result::Result<Loaded, Vec<Diagnostic>> {
+    let name = object.name_any();
+    let namespace = object.namespace().unwrap_or_default();
+    let file = format!("LullDeployment {namespace}/{name}");
+    let finding = |severity: Severity, path: &str, message: String, help: &str| Diagnostic {
+        severity,
+        file: file.clone(),
+        at: None,
+        path: path.to_owned(),
+        deployment: Some(name.clone()),
+        message,
+        help: Some(help.to_owned()),
+    };
+    if !is_dns_label(&name) {
+        return Err(vec![finding(
+            Severity::Error,
+            "metadata.name",
+            format!("`{name}` is not a DNS label, and it names the Service"),
+            "use 1 to 63 lower-case letters, digits and `-`",
+        )]);
+    }
+    let yaml = serde_saphyr::to_string(&object.spec.0).map_err(|e| {
+        vec![finding(
+            Severity::Error,
+            "spec",
+            format!("cannot be read back as a spec: {e}"),
+            "report this with the resource",
+        )]
+    })?;
+    let mut catalog = lull_spec::load_str(&yaml, &file);
+    catalog.check_target(Target::Kubernetes);
+    // Lines and columns would point into YAML written here, not into anything the user wrote;
+    // the field path says where.
+    for diagnostic in &mut catalog.diagnostics {
+        diagnostic.at = None;
+    }
+    let (mut deployments, mut warnings) = catalog.into_valid().map_err(|e| match e {
+        lull_spec::load::Error::Invalid { diagnostics, .. } => diagnostics,
+    })?;
+    let Some(mut deployment) = deployments.pop() else {
+        return Err(vec![finding(
+            Severity::Error,
+            "spec",
+            "is empty".to_owned(),
+            "give at least `name` and `image`",
+        )]);
+    };
+    let declared = deployment
+        .spec
+        .kubernetes
+        .namespace
+        .replace(namespace.clone());
+    if let Some(declared) = declared.filter(|d| *d != namespace) {
+        warnings.push(finding(
+            Severity::Warning,
+            "spec.kubernetes.namespace",
+            format!("is `{declared}`, but the objects are created in the resource's namespace `{namespace}`"),
+            "remove it, or create the LullDeployment in that namespace",
+        ));
+    }
+    deployment.slug = name;
+    Ok(Loaded {
+        deployment,
+        warnings,
+    })
+}
+
 /// Labels that select the pods of the deployment named `slug`.
 pub fn selector_labels(slug: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(crate::render::NAME_LABEL.to_owned(), slug.to_owned())])
@@ -301,5 +382,55 @@ mod tests {
         assert_eq!(object.status, None);
         let back = serde_json::to_value(&object).expect("serialises");
         assert_eq!(back["spec"]["image"], "registry.example/sentiment:1");
+    }
+
+    fn resource(name: &str, spec: serde_json::Value) -> LullDeployment {
+        serde_json::from_value(json!({
+            "apiVersion": "lull.dev/v1alpha1",
+            "kind": "LullDeployment",
+            "metadata": { "name": name, "namespace": "ml" },
+            "spec": spec,
+        }))
+        .expect("a LullDeployment")
+    }
+
+    #[test]
+    fn loading_names_the_objects_by_the_resource_in_its_namespace() {
+        let loaded = load(&resource(
+            "sentiment",
+            json!({ "name": "Sentiment Model", "image": "app:1", "kubernetes": { "namespace": "other" } }),
+        ))
+        .expect("loads");
+        assert_eq!(loaded.deployment.slug, "sentiment");
+        assert_eq!(
+            loaded.deployment.spec.kubernetes.namespace.as_deref(),
+            Some("ml")
+        );
+        assert!(
+            loaded
+                .warnings
+                .iter()
+                .any(|w| w.path == "spec.kubernetes.namespace"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
+    fn loading_reports_what_a_spec_file_would() {
+        let errors = load(&resource(
+            "a",
+            json!({ "name": "a", "resources": { "autoscaling": { "minReplicas": 3, "maxReplicas": 1 } } }),
+        ))
+        .expect_err("invalid");
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|t| t.contains("image")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("maxReplicas")), "{text:?}");
+        let bad_name = load(&resource(
+            "Not_A_Label",
+            json!({ "name": "a", "image": "app:1" }),
+        ))
+        .expect_err("the name is not a label");
+        assert_eq!(bad_name[0].path, "metadata.name");
     }
 }

@@ -5,11 +5,14 @@
 //! reached through a `core/v1` Service; [`render`] turns a spec into those two objects, for
 //! `lull render` and for the [`controller`] that applies them.
 
+pub mod controller;
 pub mod crd;
 pub mod endpoints;
 pub mod lease;
 pub mod render;
+pub mod scale;
 pub mod schema;
+pub mod status;
 #[cfg(test)]
 mod testing;
 
