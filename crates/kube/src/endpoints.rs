@@ -21,7 +21,7 @@ use kube::{Api, Client, ResourceExt};
 use lull_core::{Endpoint, EndpointSet, ReplicaId};
 use tokio::sync::watch;
 
-use crate::render::{HTTP_PORT_NAME, MANAGED_BY_LABEL, MANAGER};
+use crate::render::HTTP_PORT_NAME;
 
 /// Label the EndpointSlice controller sets to the name of the slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -37,11 +37,18 @@ pub enum Error {
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Label selector of the EndpointSlices of the Services lull manages: the EndpointSlice
+/// controller copies a Service's labels to its slices.
+pub const MANAGED_SLICES: &str = "app.kubernetes.io/managed-by=lull";
+
 /// A Service: namespace and name.
 pub type ServiceRef = (String, String);
 
-/// The endpoints of one Service's slices that may take new requests, on their `http` port.
-pub fn endpoint_set<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> EndpointSet {
+/// The endpoints of one Service's slices that may take new requests, on the port named `port`.
+pub fn endpoint_set<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    port: &str,
+) -> EndpointSet {
     let mut endpoints = Vec::new();
     for slice in slices {
         // FQDN slices name hosts, not addresses a request can be sent to.
@@ -52,7 +59,7 @@ pub fn endpoint_set<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> 
             .ports
             .iter()
             .flatten()
-            .find(|p| p.name.as_deref() == Some(HTTP_PORT_NAME))
+            .find(|p| p.name.as_deref() == Some(port))
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok());
         let Some(port) = port else {
@@ -96,8 +103,9 @@ fn service_of(slice: &EndpointSlice) -> Option<ServiceRef> {
     ))
 }
 
-#[derive(Default)]
 struct State {
+    /// Name of the port requests go to.
+    port: String,
     /// Slices by Service, then by slice name.
     slices: BTreeMap<ServiceRef, BTreeMap<String, EndpointSlice>>,
     /// Slices of a list in progress, swapped in whole when it completes.
@@ -106,14 +114,19 @@ struct State {
 }
 
 impl State {
+    fn set(&self, service: &ServiceRef) -> EndpointSet {
+        endpoint_set(
+            self.slices
+                .get(service)
+                .into_iter()
+                .flat_map(|s| s.values()),
+            &self.port,
+        )
+    }
+
     fn publish(&self, service: &ServiceRef) {
         if let Some(sender) = self.channels.get(service) {
-            let set = endpoint_set(
-                self.slices
-                    .get(service)
-                    .into_iter()
-                    .flat_map(|s| s.values()),
-            );
+            let set = self.set(service);
             // Only a change wakes the activator's parked requests and balancer.
             sender.send_if_modified(|current| {
                 let changed = *current != set;
@@ -124,10 +137,17 @@ impl State {
     }
 }
 
-/// The ready endpoints of every Service lull manages, kept current by [`EndpointWatch::run`].
-#[derive(Clone, Default)]
+/// The ready endpoints of a set of Services, kept current by [`EndpointWatch::run`].
+#[derive(Clone)]
 pub struct EndpointWatch {
     state: Arc<Mutex<State>>,
+}
+
+impl Default for EndpointWatch {
+    /// Endpoints on the replicas' serving port, [`HTTP_PORT_NAME`].
+    fn default() -> Self {
+        Self::on_port(HTTP_PORT_NAME)
+    }
 }
 
 impl std::fmt::Debug for EndpointWatch {
@@ -139,6 +159,18 @@ impl std::fmt::Debug for EndpointWatch {
 }
 
 impl EndpointWatch {
+    /// Endpoints on the port named `port`.
+    pub fn on_port(port: &str) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                port: port.to_owned(),
+                slices: BTreeMap::new(),
+                listing: None,
+                channels: BTreeMap::new(),
+            })),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every change leaves the maps whole, so a poisoned lock still guards usable state.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -152,7 +184,7 @@ impl EndpointWatch {
         if let Some(sender) = state.channels.get(&key) {
             return sender.subscribe();
         }
-        let set = endpoint_set(state.slices.get(&key).into_iter().flat_map(|s| s.values()));
+        let set = state.set(&key);
         let (sender, receiver) = watch::channel(set);
         state.channels.insert(key, sender);
         receiver
@@ -166,14 +198,7 @@ impl EndpointWatch {
     /// How many endpoints of a Service may take requests now.
     pub fn ready(&self, namespace: &str, service: &str) -> usize {
         let key = (namespace.to_owned(), service.to_owned());
-        endpoint_set(
-            self.lock()
-                .slices
-                .get(&key)
-                .into_iter()
-                .flat_map(|s| s.values()),
-        )
-        .len()
+        self.lock().set(&key).len()
     }
 
     /// Takes one watch event into the state and publishes the Services it changed.
@@ -225,14 +250,15 @@ impl EndpointWatch {
         }
     }
 
-    /// Watches the EndpointSlices of lull's Services in `namespace` (every namespace when
+    /// Watches the EndpointSlices that match `labels` in `namespace` (every namespace when
     /// `None`) until the stream fails for good; transient errors are retried with back-off.
-    pub async fn run(self, client: Client, namespace: Option<&str>) -> Result<()> {
+    /// [`MANAGED_SLICES`] selects the slices of every Service lull manages.
+    pub async fn run(self, client: Client, namespace: Option<&str>, labels: &str) -> Result<()> {
         let api: Api<EndpointSlice> = match namespace {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
         };
-        let config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+        let config = watcher::Config::default().labels(labels);
         watcher::watcher(api, config)
             .default_backoff()
             .try_for_each(|event| {
@@ -254,6 +280,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::render::{MANAGED_BY_LABEL, MANAGER};
     use crate::testing::{Mock, watch_event};
 
     fn endpoint(
@@ -332,7 +359,7 @@ mod tests {
             ),
             slice("a-2", "a", vec![endpoint("10.0.0.4", "a-w", None, None)]),
         ];
-        let set = endpoint_set(&slices);
+        let set = endpoint_set(&slices, HTTP_PORT_NAME);
         assert_eq!(
             members(&set),
             [
@@ -356,7 +383,7 @@ mod tests {
             vec![endpoint("pod.example", "a-y", Some(true), None)],
         );
         fqdn.address_type = "FQDN".to_owned();
-        assert!(endpoint_set(&[no_port, fqdn]).is_empty());
+        assert!(endpoint_set(&[no_port, fqdn], HTTP_PORT_NAME).is_empty());
     }
 
     #[tokio::test]
@@ -364,7 +391,7 @@ mod tests {
         let (mock, client) = Mock::new();
         let watch = EndpointWatch::default();
         let mut a = watch.subscribe("ml", "a");
-        let task = tokio::spawn(watch.clone().run(client, None));
+        let task = tokio::spawn(watch.clone().run(client, None, MANAGED_SLICES));
 
         let list = mock
             .expect("GET", "/apis/discovery.k8s.io/v1/endpointslices")
