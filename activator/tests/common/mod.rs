@@ -51,6 +51,8 @@ pub struct Seen {
 
 struct UpstreamState {
     requests: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     ids: Mutex<HashMap<String, usize>>,
     seen: mpsc::UnboundedSender<Seen>,
     streams: mpsc::UnboundedSender<Sender<Bytes, hyper::Error>>,
@@ -58,8 +60,10 @@ struct UpstreamState {
 }
 
 /// A replica. Paths ending in `/echo` stream the request body back, `/stream` hands the test
-/// a sender for the response body, `/slow` waits for [`Upstream::release`]; anything else
-/// answers JSON describing the request.
+/// a sender for the response body, `/slow` waits for [`Upstream::release`], `/drop` reads the
+/// request whole and closes the connection without an answer, `/collect` reads the request
+/// body whole and answers its length, `/ws` switches to WebSocket and
+/// echoes every frame; anything else answers JSON describing the request.
 pub struct Upstream {
     pub addr: SocketAddr,
     state: Arc<UpstreamState>,
@@ -88,6 +92,8 @@ impl Upstream {
         let (streams_tx, streams) = mpsc::unbounded_channel();
         let state = Arc::new(UpstreamState {
             requests: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             ids: Mutex::new(HashMap::new()),
             seen: seen_tx,
             streams: streams_tx,
@@ -104,6 +110,7 @@ impl Upstream {
                     let service = service_fn(move |req| answer(state.clone(), req));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -120,6 +127,11 @@ impl Upstream {
     /// Requests answered or being answered.
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// The most requests it served at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// How often each `X-Request-Id` arrived.
@@ -165,11 +177,31 @@ pub fn endpoint_set(replica: &str, addr: SocketAddr) -> EndpointSet {
     }])
 }
 
+/// Counts a request in flight while it lives.
+struct Serving(Arc<UpstreamState>);
+
+impl Serving {
+    fn new(state: Arc<UpstreamState>) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+type AnswerError = Box<dyn std::error::Error + Send + Sync>;
+
 async fn answer(
     state: Arc<UpstreamState>,
-    req: Request<Incoming>,
-) -> Result<Response<UpBody>, Infallible> {
+    mut req: Request<Incoming>,
+) -> Result<Response<UpBody>, AnswerError> {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    let _serving = Serving::new(state.clone());
     let path = req
         .uri()
         .path_and_query()
@@ -199,13 +231,45 @@ async fn answer(
         "stream" => {
             let (tx, body) = Channel::<Bytes, hyper::Error>::new(1);
             let _ = state.streams.send(tx);
-            Response::new(body.boxed())
+            let mut response = Response::new(body.boxed());
+            response
+                .headers_mut()
+                .insert("content-type", "text/event-stream".parse().expect("static"));
+            response
         }
         "slow" => {
             if let Ok(permit) = state.gate.acquire().await {
                 permit.forget();
             }
             Response::new(full("slow done"))
+        }
+        "collect" => {
+            let bytes = req.into_body().collect().await?.to_bytes();
+            Response::new(full(bytes.len().to_string()))
+        }
+        "drop" => {
+            // The whole request arrived; the replica dies before answering.
+            let _ = req.into_body().collect().await;
+            return Err("dropped on purpose".into());
+        }
+        "ws" => {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    while let Some(payload) = ws::read_frame(&mut io).await {
+                        if ws::write_frame(&mut io, &payload, false).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("upgrade", "websocket")
+                .header("connection", "Upgrade")
+                .body(full(""))
+                .expect("a valid 101")
         }
         _ => {
             let json = serde_json::json!({
@@ -221,6 +285,53 @@ async fn answer(
         }
     };
     Ok(response)
+}
+
+/// Just enough of WebSocket framing (RFC 6455) for an echo: short text frames, masked from the
+/// client as the protocol requires.
+pub mod ws {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// The payload of the next frame, unmasked; `None` at the end of the stream.
+    pub async fn read_frame(io: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> {
+        let mut head = [0u8; 2];
+        io.read_exact(&mut head).await.ok()?;
+        let masked = head[1] & 0x80 != 0;
+        let len = usize::from(head[1] & 0x7f);
+        assert!(len < 126, "short frames only");
+        let mut mask = [0u8; 4];
+        if masked {
+            io.read_exact(&mut mask).await.ok()?;
+        }
+        let mut payload = vec![0u8; len];
+        io.read_exact(&mut payload).await.ok()?;
+        if masked {
+            for (i, byte) in payload.iter_mut().enumerate() {
+                *byte ^= mask[i % 4];
+            }
+        }
+        Some(payload)
+    }
+
+    /// Writes `payload` as one text frame, masked when a client sends it.
+    pub async fn write_frame(
+        io: &mut (impl AsyncWrite + Unpin),
+        payload: &[u8],
+        masked: bool,
+    ) -> std::io::Result<()> {
+        assert!(payload.len() < 126, "short frames only");
+        let mut frame = vec![0x81, payload.len() as u8];
+        if masked {
+            let mask = [0x1f, 0x2e, 0x3d, 0x4c];
+            frame[1] |= 0x80;
+            frame.extend_from_slice(&mask);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        io.write_all(&frame).await?;
+        io.flush().await
+    }
 }
 
 fn full(text: impl Into<Bytes>) -> UpBody {
@@ -394,4 +505,35 @@ pub fn empty() -> ClientBody {
 
 pub fn body(bytes: impl Into<Bytes>) -> ClientBody {
     Full::new(bytes.into()).boxed()
+}
+
+/// An endpoint set of several replicas.
+pub fn endpoints_of(replicas: &[(&str, &Upstream)]) -> EndpointSet {
+    EndpointSet::new(
+        replicas
+            .iter()
+            .map(|(id, up)| Endpoint {
+                replica: ReplicaId::new(id),
+                addr: up.addr,
+            })
+            .collect(),
+    )
+}
+
+/// Sends `head` (a whole request head, and body if any) on a new connection and returns the
+/// connection with everything the activator answered up to the end of its response head.
+pub async fn raw(addr: SocketAddr, head: &[u8]) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the activator");
+    stream.write_all(head).await.expect("request written");
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).await.expect("read the answer");
+        assert!(n > 0, "closed before a full head: {answer:?}");
+        answer.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&answer).into_owned())
 }
