@@ -4,6 +4,7 @@
 //! [`commands`]. Exit status: 0 on success, 1 when the command fails (invalid specs, a missing
 //! secret, an unreadable store), 2 on a usage error.
 
+mod cluster;
 mod commands;
 mod runtime;
 mod secret_store;
@@ -66,6 +67,12 @@ Examples:
     Completions(commands::completions::Args),
     /// Run the small model server the examples use as replicas (/health, /predict, /stream).
     Fixture(lull_fixture::FixtureConfig),
+    /// On Kubernetes: turn LullDeployments into Deployments and Services (leader-elected).
+    Controller(commands::controller::Args),
+    /// On Kubernetes: route requests to ready pods, park them at zero, wake the autoscaler.
+    Activator(commands::activator::Args),
+    /// On Kubernetes: scale Deployments from the activators' traffic and Prometheus (leader-elected).
+    Autoscaler(commands::autoscaler::Args),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => commands::simulate::run(&args),
         Command::Secret(command) => commands::secret::run(command, &state_dir(cli.state_dir)?),
         Command::Completions(args) => Ok(commands::completions::run(&args)),
+        Command::Controller(args) => commands::controller::run(args),
+        Command::Activator(args) => commands::activator::run(args),
+        Command::Autoscaler(args) => commands::autoscaler::run(args),
     }
 }
 

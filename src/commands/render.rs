@@ -13,6 +13,7 @@ use super::report;
 
 /// Arguments of `lull render`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 #[command(after_help = "\
 Secret references (`secret:NAME`) become secretKeyRefs to key NAME of one Kubernetes Secret;
 no secret value is ever written. Create that Secret yourself, for example:
@@ -23,8 +24,12 @@ usage error.
 
 Examples:
   lull render examples/scale-to-zero.yaml --target kube
-  lull render specs/ --namespace ml --secret-name ml-secrets | kubectl apply -f -")]
+  lull render specs/ --namespace ml --secret-name ml-secrets | kubectl apply -f -
+  lull render crd > manifests/crd.yaml")]
 pub struct Args {
+    /// Something other than the objects of specs.
+    #[command(subcommand)]
+    what: Option<What>,
     /// Spec files, or directories whose *.yaml and *.yml files are read.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -37,6 +42,13 @@ pub struct Args {
     /// The Kubernetes Secret whose keys `secret:NAME` references read.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_SECRET_NAME, value_parser = secret_object)]
     secret_name: String,
+}
+
+/// What `render` writes besides the objects of specs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+enum What {
+    /// The LullDeployment CustomResourceDefinition (manifests/crd.yaml).
+    Crd,
 }
 
 /// What `render` can produce.
@@ -67,6 +79,13 @@ fn secret_object(text: &str) -> Result<String, String> {
 
 /// Loads `args.paths` and writes their objects to stdout; exit status 1 when a spec is invalid.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    if let Some(What::Crd) = args.what {
+        print!(
+            "{}",
+            lull_kube::crd::crd_yaml().context("cannot render the CustomResourceDefinition")?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     // One target today; a second one will not compile until it is handled here.
     let RenderTarget::Kube = args.target;
     let mut catalog = lull_spec::load_paths(&args.paths);

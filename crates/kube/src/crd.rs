@@ -173,6 +173,17 @@ pub struct LastDecision {
     pub time: String,
 }
 
+impl LastDecision {
+    /// A decision made now.
+    pub fn now(desired: u32, reason: String) -> Self {
+        Self {
+            desired,
+            reason,
+            time: k8s_openapi::jiff::Timestamp::now().to_string(),
+        }
+    }
+}
+
 /// The CustomResourceDefinition of [`LullDeployment`], with the structural form of the spec's
 /// and the status's schemas.
 pub fn crd() -> Result<CustomResourceDefinition> {
