@@ -29,9 +29,14 @@ fn bucket_count() -> usize {
     bucket_of(MAX_MICROS as u64) + 1
 }
 
+/// The highest latency a bucket stands for, in microseconds.
+fn upper_micros(bucket: usize) -> f64 {
+    GROWTH.powi(bucket as i32 + 1)
+}
+
 /// The highest latency a bucket stands for, in seconds.
 fn upper_secs(bucket: usize) -> f64 {
-    GROWTH.powi(bucket as i32 + 1) / 1e6
+    upper_micros(bucket) / 1e6
 }
 
 /// One observation's latencies.
@@ -56,31 +61,50 @@ pub(super) struct LatencyWindow {
 impl LatencyWindow {
     /// Adds the latencies of an observation that ended at `at`.
     pub(super) fn push(&mut self, at: Instant, histogram: &LatencyHistogram) {
-        let count = histogram.count();
+        let mut buckets: Vec<(u16, u32)> = Vec::new();
+        let (mut count, mut sum_secs, mut max_secs) = (0u64, 0.0, 0.0);
+        // The activator's buckets come lowest first, so ours are found by walking up from the
+        // previous one: multiplications, not a logarithm per bucket.
+        let mut bucket: Option<(usize, f64)> = None;
+        let last_bucket = bucket_count() - 1;
+        for (micros, n) in histogram.recorded() {
+            let value = (micros.max(1) as f64).min(MAX_MICROS);
+            let (mut b, mut upper) = bucket.unwrap_or_else(|| {
+                let b = bucket_of(micros);
+                (b, upper_micros(b))
+            });
+            while value >= upper && b < last_bucket {
+                b += 1;
+                upper *= GROWTH;
+            }
+            bucket = Some((b, upper));
+            let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+            match buckets.last_mut() {
+                Some((last, m)) if usize::from(*last) == b => *m = m.saturating_add(n32),
+                _ => buckets.push((b as u16, n32)),
+            }
+            count += n;
+            let secs = micros as f64 / 1e6;
+            sum_secs += secs * n as f64;
+            max_secs = secs;
+        }
         if count == 0 {
             return;
         }
         if self.counts.is_empty() {
             self.counts = vec![0; bucket_count()];
         }
-        let mut buckets: Vec<(u16, u32)> = Vec::new();
-        for (micros, n) in histogram.recorded() {
-            let b = bucket_of(micros);
-            let n = u32::try_from(n).unwrap_or(u32::MAX);
-            self.counts[b] = self.counts[b].saturating_add(n);
-            // Buckets come lowest first, so equal ones are adjacent.
-            match buckets.last_mut() {
-                Some((last, m)) if usize::from(*last) == b => *m = m.saturating_add(n),
-                _ => buckets.push((b as u16, n)),
-            }
+        for &(b, n) in &buckets {
+            let c = &mut self.counts[usize::from(b)];
+            *c = c.saturating_add(n);
         }
         self.total += count;
         self.slices.push_back(Slice {
             at,
             buckets,
             count,
-            sum_secs: histogram.mean_secs().unwrap_or(0.0) * count as f64,
-            max_secs: histogram.max_secs().unwrap_or(0.0),
+            sum_secs,
+            max_secs,
         });
     }
 

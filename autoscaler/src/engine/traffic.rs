@@ -49,13 +49,15 @@ impl TrafficObservation {
     }
 }
 
-/// An observation without its latencies, which go to the [`LatencyWindow`].
+/// An observation without its latencies, which go to the [`LatencyWindow`], in integers so that
+/// running sums add and subtract exactly.
 #[derive(Debug, Clone, Copy)]
 struct Point {
     at: Instant,
-    interval: Duration,
+    interval_ns: u64,
     arrived: u64,
-    concurrency_seconds: f64,
+    /// Requests in flight or parked, integrated over the interval, in request-microseconds.
+    concurrency_us: u64,
     in_flight: u32,
     parked: u32,
     /// Whether a replica was ready to serve: without one, the concurrency is only requests
@@ -63,10 +65,45 @@ struct Point {
     served: bool,
 }
 
-/// The latest traffic observations of a deployment, oldest first.
+/// Sums over observations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    arrived: u64,
+    covered_ns: u64,
+    served_us: u64,
+    served_ns: u64,
+}
+
+impl Sums {
+    fn add(&mut self, p: &Point) {
+        self.arrived += p.arrived;
+        self.covered_ns += p.interval_ns;
+        if p.served {
+            self.served_us += p.concurrency_us;
+            self.served_ns += p.interval_ns;
+        }
+    }
+
+    fn remove(&mut self, p: &Point) {
+        self.arrived -= p.arrived;
+        self.covered_ns -= p.interval_ns;
+        if p.served {
+            self.served_us -= p.concurrency_us;
+            self.served_ns -= p.interval_ns;
+        }
+    }
+}
+
+/// The latest traffic observations of a deployment, oldest first, with running sums over all of
+/// them: a decision reads the stable window in constant time and walks only the few newest
+/// observations of the panic window.
 #[derive(Debug, Clone, Default)]
 pub struct TrafficWindow {
     points: VecDeque<Point>,
+    /// When the oldest kept observation ended: checked every decision, so kept beside the
+    /// points rather than read from the far end of their buffer.
+    oldest: Option<Instant>,
+    sums: Sums,
     latency: LatencyWindow,
 }
 
@@ -78,23 +115,29 @@ impl TrafficWindow {
         if let Some(latency) = &observation.latency {
             self.latency.push(at, latency);
         }
-        self.points.push_back(Point {
+        let point = Point {
             at,
-            interval: observation.interval,
+            interval_ns: u64::try_from(observation.interval.as_nanos()).unwrap_or(u64::MAX),
             arrived: observation.arrived,
-            concurrency_seconds: observation.concurrency_seconds,
+            // Saturating `as`: NaN and negative integrals count as none.
+            concurrency_us: (observation.concurrency_seconds * 1e6).round().max(0.0) as u64,
             in_flight: observation.in_flight,
             parked: observation.parked,
             served: true,
-        });
+        };
+        self.sums.add(&point);
+        self.points.push_back(point);
+        self.oldest.get_or_insert(at);
         self.expire(at, keep);
     }
 
     /// Marks the observation that ended at `at` as made while no replica was ready: its
     /// concurrency no longer counts (its arrivals do).
     pub(super) fn mark_unserved(&mut self, at: Instant) {
-        if let Some(p) = self.points.back_mut().filter(|p| p.at == at) {
+        if let Some(p) = self.points.back_mut().filter(|p| p.at == at && p.served) {
+            self.sums.remove(p);
             p.served = false;
+            self.sums.add(p);
         }
     }
 
@@ -104,8 +147,13 @@ impl TrafficWindow {
         let Some(horizon) = now.checked_sub(keep) else {
             return;
         };
-        while self.points.len() > 1 && self.points.front().is_some_and(|p| p.at <= horizon) {
-            self.points.pop_front();
+        if self.oldest.is_some_and(|oldest| oldest <= horizon) {
+            while self.points.len() > 1 && self.points.front().is_some_and(|p| p.at <= horizon) {
+                if let Some(p) = self.points.pop_front() {
+                    self.sums.remove(&p);
+                }
+            }
+            self.oldest = self.points.front().map(|p| p.at);
         }
         self.latency.expire(horizon);
     }
@@ -119,31 +167,39 @@ impl TrafficWindow {
             .take_while(move |p| horizon.is_none_or(|h| p.at > h))
     }
 
+    /// Sums over the observations within `window` before `now`: the running sums when the
+    /// window holds every kept observation, else a walk over the newest.
+    fn sums(&self, now: Instant, window: Duration) -> Sums {
+        let horizon = now.checked_sub(window);
+        let all_within = self
+            .oldest
+            .is_none_or(|oldest| horizon.is_none_or(|h| oldest > h));
+        if all_within {
+            return self.sums;
+        }
+        let mut sums = Sums::default();
+        for p in self.within(now, window) {
+            sums.add(p);
+        }
+        sums
+    }
+
     /// Average requests in flight or parked over the window, while a replica was ready to serve
     /// them; `None` without such observations.
     pub fn average_concurrency(&self, now: Instant, window: Duration) -> Option<f64> {
-        let (mut seconds, mut covered, mut newest) = (0.0, Duration::ZERO, None);
-        for p in self.within(now, window).filter(|p| p.served) {
-            seconds += p.concurrency_seconds;
-            covered += p.interval;
-            newest.get_or_insert(p);
+        let sums = self.sums(now, window);
+        if sums.served_ns > 0 {
+            return Some(sums.served_us as f64 * 1e3 / sums.served_ns as f64);
         }
-        let newest = newest?;
-        Some(if covered.is_zero() {
-            f64::from(newest.in_flight) + f64::from(newest.parked)
-        } else {
-            seconds / covered.as_secs_f64()
-        })
+        // Observations that cover no time (a wake between ticks) count as they ended.
+        let newest = self.within(now, window).find(|p| p.served)?;
+        Some(f64::from(newest.in_flight) + f64::from(newest.parked))
     }
 
     /// Arrivals per second over the window; `None` without observations or covered time.
     pub fn rps(&self, now: Instant, window: Duration) -> Option<f64> {
-        let (mut arrived, mut covered) = (0u64, Duration::ZERO);
-        for p in self.within(now, window) {
-            arrived += p.arrived;
-            covered += p.interval;
-        }
-        (!covered.is_zero()).then(|| arrived as f64 / covered.as_secs_f64())
+        let sums = self.sums(now, window);
+        (sums.covered_ns > 0).then(|| sums.arrived as f64 * 1e9 / sums.covered_ns as f64)
     }
 
     /// Latency of the requests completed in the kept window, summarised, in seconds; `None`

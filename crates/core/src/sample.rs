@@ -115,9 +115,21 @@ impl LatencyHistogram {
     /// in microseconds, and how many requests fell in it. Lets a consumer keep its own compact
     /// window of latencies instead of a full histogram per interval.
     pub fn recorded(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.0.iter().flat_map(|h| {
-            h.iter_recorded()
-                .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
+        // Only the buckets between the smallest and the largest latency: hdrhistogram's own
+        // iterator visits all of its thousands of buckets, tens of microseconds a histogram.
+        let h = self.recorded_histogram();
+        let (mut value, last) = h.map_or((1, 0), |h| (h.min_nz(), h.max()));
+        std::iter::from_fn(move || {
+            let h = h?;
+            while value <= last {
+                let here = value;
+                value = h.next_non_equivalent(here);
+                let n = h.count_at(here);
+                if n > 0 {
+                    return Some((h.highest_equivalent(here), n));
+                }
+            }
+            None
         })
     }
 
@@ -197,5 +209,14 @@ mod tests {
             (buckets[0].0 as f64 / 5_000.0 - 1.0).abs() < 0.01,
             "{buckets:?}"
         );
+        assert_eq!(buckets[0].1, 2);
+        let expected: Vec<(u64, u64)> = h
+            .recorded_histogram()
+            .expect("recorded")
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
+            .collect();
+        assert_eq!(buckets, expected);
+        assert_eq!(LatencyHistogram::default().recorded().count(), 0);
     }
 }
