@@ -375,6 +375,17 @@ resources:
         BTreeSet::from([DeploymentKey::new("a"), DeploymentKey::new("b")])
     );
 
+    let status = h.scaler.status(&DeploymentKey::new("a")).expect("managed");
+    assert_eq!(
+        status.resource_error.as_deref(),
+        Some("querying cpu: connection refused")
+    );
+    let decision = status.last_decision.expect("decided");
+    assert_eq!(
+        decision.reason.to_string(),
+        "cpu unavailable (the metric source failed), not scaling down → 4"
+    );
+
     // With samples again, low cpu does scale down, after the stabilisation window.
     *h.metrics.cpu.lock().expect("not poisoned") = Some(10.0);
     h.wait_for(Duration::from_secs(400), "scaled down", |h| {
@@ -383,6 +394,8 @@ resources:
             .is_some_and(|s| s.desired == 1)
     })
     .await;
+    let status = h.scaler.status(&DeploymentKey::new("a")).expect("managed");
+    assert_eq!(status.resource_error, None);
 }
 
 #[tokio::test(start_paused = true)]
