@@ -101,6 +101,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let options = RenderOptions {
         namespace: args.namespace.clone(),
         secret_name: args.secret_name.clone(),
+        ..RenderOptions::default()
     };
     let yaml = render_yaml(&deployments, &options).context("cannot render the specs")?;
     print!("{yaml}");

@@ -256,6 +256,7 @@ async fn apply(object: &LullDeployment, ctx: &Context, namespace: &str) -> Resul
     let options = RenderOptions {
         namespace: namespace.to_owned(),
         secret_name: ctx.secret_name.clone(),
+        ..RenderOptions::default()
     };
     let mut rendered = render::render(&loaded.deployment, &options)?;
     let owner = {

@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod controller;
 pub mod crd;
 pub mod endpoints;
+mod integrations;
 pub mod lease;
 pub mod render;
 pub mod scale;

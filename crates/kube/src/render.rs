@@ -7,12 +7,13 @@
 //! becomes a `secretKeyRef` to key `NAME` of one Kubernetes Secret ([`RenderOptions::secret_name`]),
 //! which the cluster resolves when it starts the pod. Nothing here reads a secret store.
 //!
-//! Fields a Kubernetes Deployment cannot express are left out here and reported by
-//! [`lull_spec::capabilities`] as warnings for [`lull_spec::Target::Kubernetes`]: probe headers
-//! whose value is a secret, integrations other than volumes, and the blue-green and canary rollout
-//! strategies (rendered as a rolling update).
+//! Integrations become volumes, and git-lfs and s3 ones an init container that fills theirs
+//! ([`crate::integrations`]). Fields a Kubernetes Deployment cannot express are left out here and
+//! reported by [`lull_spec::capabilities`] as warnings for [`lull_spec::Target::Kubernetes`]:
+//! probe headers whose value is a secret, model and dataset integrations, and the blue-green and
+//! canary rollout strategies (rendered as a rolling update).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::core::v1 as core;
@@ -20,11 +21,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lull_spec::machine::{self, MachineType};
-use lull_spec::names::{is_dns_label, slugify};
 use lull_spec::secret::ConfigValue;
 use lull_spec::validate::RESERVED_ENV;
-use lull_spec::{DeploymentSpec, EnvVar, Integration, Probe, RolloutStrategy};
+use lull_spec::{DeploymentSpec, EnvVar, Probe, RolloutStrategy};
 use serde::Serialize;
+
+use crate::integrations;
 
 /// Namespace of the objects when neither the spec nor the caller names one.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -32,6 +34,12 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// Name of the Kubernetes Secret that holds the values of `secret:NAME` references, one key per
 /// name, when the caller names no other.
 pub const DEFAULT_SECRET_NAME: &str = "lull-secrets";
+
+/// Default image of the init container that clones git-lfs integrations.
+pub const DEFAULT_GIT_IMAGE: &str = "alpine/git:2.47.2";
+
+/// Default image of the init container that syncs s3 integrations.
+pub const DEFAULT_S3_IMAGE: &str = "amazon/aws-cli:2.22.35";
 
 /// Label that names the deployment; the Deployment's and the Service's selectors match on it.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -99,6 +107,12 @@ pub struct RenderOptions {
     /// The Kubernetes Secret that `secret:NAME` references read key `NAME` of.
     /// Default [`DEFAULT_SECRET_NAME`].
     pub secret_name: String,
+    /// Image of the init container that clones git-lfs integrations; it needs `sh`, `git` and
+    /// `git-lfs`. Default [`DEFAULT_GIT_IMAGE`].
+    pub git_image: String,
+    /// Image of the init container that syncs s3 integrations; it needs the `aws` CLI.
+    /// Default [`DEFAULT_S3_IMAGE`].
+    pub s3_image: String,
 }
 
 impl Default for RenderOptions {
@@ -106,6 +120,8 @@ impl Default for RenderOptions {
         Self {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             secret_name: DEFAULT_SECRET_NAME.to_owned(),
+            git_image: DEFAULT_GIT_IMAGE.to_owned(),
+            s3_image: DEFAULT_S3_IMAGE.to_owned(),
         }
     }
 }
@@ -145,7 +161,7 @@ pub fn render(deployment: &lull_spec::Deployment, options: &RenderOptions) -> Re
     };
     let check = Check(spec);
 
-    let (volumes, volume_mounts) = volumes(spec);
+    let data = integrations::data(spec, options);
     let placement = Placement::of(spec);
     let mut containers = vec![core::Container {
         name: slug.clone(),
@@ -157,7 +173,7 @@ pub fn render(deployment: &lull_spec::Deployment, options: &RenderOptions) -> Re
         readiness_probe: probe(&check, "readiness", spec.health_checks.readiness.as_ref())?,
         startup_probe: probe(&check, "startup", spec.health_checks.startup.as_ref())?,
         resources: placement.resources,
-        volume_mounts: non_empty(volume_mounts),
+        volume_mounts: non_empty(data.mounts),
         ..core::Container::default()
     }];
     containers.extend(spec.kubernetes.sidecars.iter().map(|s| core::Container {
@@ -183,7 +199,8 @@ pub fn render(deployment: &lull_spec::Deployment, options: &RenderOptions) -> Re
         termination_grace_period_seconds: Some(
             check.int64("terminationGracePeriod (seconds)", grace_seconds)?,
         ),
-        volumes: non_empty(volumes),
+        init_containers: non_empty(data.init_containers),
+        volumes: non_empty(data.volumes),
         ..core::PodSpec::default()
     };
 
@@ -343,7 +360,7 @@ fn ports(spec: &DeploymentSpec) -> Vec<core::ContainerPort> {
 }
 
 /// Environment variables, secrets as references to `secret_name`.
-fn env(vars: &[EnvVar], secret_name: &str) -> Vec<core::EnvVar> {
+pub(crate) fn env(vars: &[EnvVar], secret_name: &str) -> Vec<core::EnvVar> {
     vars.iter()
         .map(|var| match &var.value {
             ConfigValue::Plain(value) => core::EnvVar {
@@ -523,7 +540,7 @@ impl Placement {
     }
 }
 
-fn quantity(q: &lull_spec::Quantity) -> Quantity {
+pub(crate) fn quantity(q: &lull_spec::Quantity) -> Quantity {
     Quantity(q.as_str().to_owned())
 }
 
@@ -548,65 +565,6 @@ fn gpu_product(gpu_type: Option<&str>, machine: Option<MachineType>) -> Option<S
         ),
         None => machine.and_then(|m| m.gpu_product).map(str::to_owned),
     }
-}
-
-/// Volumes and their mounts for the volume integrations; other kinds are not mounted on
-/// Kubernetes (capabilities warns).
-fn volumes(spec: &DeploymentSpec) -> (Vec<core::Volume>, Vec<core::VolumeMount>) {
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
-    let mut used = BTreeSet::new();
-    for integration in &spec.integrations {
-        let Integration::Volume(v) = integration else {
-            continue;
-        };
-        let name = volume_name(&v.name, &used);
-        used.insert(name.clone());
-        let mut volume = core::Volume {
-            name: name.clone(),
-            ..core::Volume::default()
-        };
-        if let Some(path) = &v.host_path {
-            volume.host_path = Some(core::HostPathVolumeSource {
-                path: path.clone(),
-                type_: None,
-            });
-        } else if let Some(claim) = &v.claim_name {
-            volume.persistent_volume_claim = Some(core::PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: None,
-            });
-        } else {
-            volume.empty_dir = Some(core::EmptyDirVolumeSource {
-                medium: None,
-                size_limit: v.size.as_ref().map(quantity),
-            });
-        }
-        volumes.push(volume);
-        mounts.push(core::VolumeMount {
-            name,
-            mount_path: v.path.clone(),
-            ..core::VolumeMount::default()
-        });
-    }
-    (volumes, mounts)
-}
-
-/// Longest volume name base; leaves room for a `-N` suffix within a DNS label.
-const MAX_VOLUME_BASE: usize = 56;
-
-/// A DNS-label volume name from an integration name, which the spec allows to be any text.
-fn volume_name(name: &str, used: &BTreeSet<String>) -> String {
-    let slug = slugify(name);
-    let base = slug[..slug.len().min(MAX_VOLUME_BASE)].trim_end_matches('-');
-    let base = if is_dns_label(base) { base } else { "volume" };
-    let mut candidate = base.to_owned();
-    let mut n = 2;
-    while used.contains(&candidate) {
-        candidate = format!("{base}-{n}");
-        n += 1;
-    }
-    candidate
 }
 
 #[cfg(test)]
@@ -949,12 +907,13 @@ integrations:
   - { type: volume, name: Host Data, path: /data, hostPath: /srv/data }
   - { type: volume, name: claim, path: /claim, claimName: models }
   - { type: volume, name: scratch, path: /scratch, size: 10Gi }
-  - { type: s3, name: bucket, path: /s3, url: "s3://bucket/" }
+  - { type: model, name: weights, path: /models, id: m1 }
 "#,
         );
         let pod = pod(&d);
         let volumes = pod.volumes.as_ref().expect("volumes");
-        assert_eq!(volumes.len(), 3, "s3 is not a volume");
+        assert_eq!(volumes.len(), 3, "a model integration is not mounted");
+        assert_eq!(pod.init_containers, None);
         assert_eq!(volumes[0].name, "host-data");
         assert_eq!(
             volumes[0].host_path.as_ref().map(|h| h.path.as_str()),
@@ -987,24 +946,6 @@ integrations:
                 ("scratch", "/scratch")
             ]
         );
-    }
-
-    #[test]
-    fn volume_names_are_unique_labels() {
-        let mut used = BTreeSet::new();
-        for name in ["data", "Data", "!!!", "!!!"] {
-            let chosen = volume_name(name, &used);
-            assert!(is_dns_label(&chosen), "{chosen}");
-            assert!(used.insert(chosen));
-        }
-        assert_eq!(
-            used.into_iter().collect::<Vec<_>>(),
-            ["data", "data-2", "volume", "volume-2"]
-        );
-        assert!(is_dns_label(&volume_name(
-            &"x".repeat(100),
-            &BTreeSet::new()
-        )));
     }
 
     #[test]

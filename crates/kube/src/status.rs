@@ -7,7 +7,7 @@
 //! | `Active` | at least one replica is ready |
 //! | `ScaledToZero` | an enabled deployment is at zero replicas; its next request wakes it |
 //! | `Disabled` | `enabled: false`: kept at zero, answered 503, never woken |
-//! | `Integrations` | every integration is mounted (False names those Kubernetes cannot provide) |
+//! | `Integrations` | every integration is mounted (False names the model and dataset ones, which need a registry) |
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
@@ -150,7 +150,7 @@ pub fn compute(
             false,
             "Unsupported",
             format!(
-                "not mounted on Kubernetes: {}; bake the data into the image, fetch it in a sidecar, or use a volume integration",
+                "not mounted on Kubernetes: {}; they name a registry the cluster does not have: use an s3, git-lfs or volume integration",
                 unmounted.join(", ")
             ),
         );
@@ -189,11 +189,11 @@ fn non_negative(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-/// The integrations Kubernetes cannot mount, as `kind name`.
+/// The integrations Kubernetes cannot mount (they name a platform registry), as `kind name`.
 fn unmounted(spec: &DeploymentSpec) -> Vec<String> {
     spec.integrations
         .iter()
-        .filter(|i| !matches!(i, Integration::Volume(_)))
+        .filter(|i| matches!(i, Integration::Model(_) | Integration::Dataset(_)))
         .map(|i| format!("{} `{}`", i.kind(), i.name()))
         .collect()
 }

@@ -139,12 +139,6 @@ fn kubernetes(spec: &DeploymentSpec) -> Vec<Issue> {
         );
     }
     for (i, integration) in spec.integrations.iter().enumerate() {
-        if matches!(integration, Integration::GitLfs(_) | Integration::S3(_)) {
-            out.push(
-                Issue::warning(format!("integrations[{i}]"), format!("{} integrations are not mounted on Kubernetes yet", integration.kind()))
-                    .help("fetch the data in the image or an init container of your own, or use a volume integration"),
-            );
-        }
         if matches!(integration, Integration::Model(_) | Integration::Dataset(_)) {
             out.push(
                 Issue::warning(
