@@ -234,13 +234,19 @@ async fn apply(object: &LullDeployment, ctx: &Context, namespace: &str) -> Resul
     if spec.enabled
         && let Some(problem) = missing_secrets(ctx, namespace, spec).await?
     {
-        ctx.event(
-            object,
-            EventType::Warning,
-            "MissingSecret",
-            problem.message.clone(),
-        )
-        .await;
+        // Once per generation or per new finding, not at every retry.
+        let reported = object
+            .condition(crd::READY)
+            .is_some_and(|c| c.reason == problem.reason && c.message == problem.message);
+        if new_generation || !reported {
+            ctx.event(
+                object,
+                EventType::Warning,
+                "MissingSecret",
+                problem.message.clone(),
+            )
+            .await;
+        }
         write_status(
             object,
             ctx,

@@ -426,3 +426,36 @@ async fn a_failed_cleanup_keeps_the_finalizer() {
     assert!(task.await.expect("no panic").is_err());
     mock.assert_idle().await;
 }
+
+#[tokio::test]
+async fn a_secret_still_missing_is_not_reported_again() {
+    let (mock, client) = Mock::new();
+    let spec = json!({ "name": "sentiment", "image": "app:1", "resources": { "cpu": "1" },
+        "env": [{ "name": "HF_TOKEN", "value": "secret:hfToken" }] });
+    let first = start(client.clone(), resource(spec.clone(), json!({}), None));
+    mock.expect("GET", DEPLOYMENT).await.fail(404, "NotFound");
+    mock.expect("GET", "/api/v1/namespaces/ml/secrets/lull-secrets")
+        .await
+        .fail(404, "NotFound");
+    let event = expect_event(&mock, "MissingSecret").await;
+    assert!(
+        event["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("does not exist")),
+        "{event}"
+    );
+    let status = expect_status(&mock).await;
+    first.await.expect("no panic").expect("reconciled");
+
+    // The retry finds the same problem: no event, no status write.
+    let retry = start(client, resource(spec, json!({}), Some(status)));
+    mock.expect("GET", DEPLOYMENT).await.fail(404, "NotFound");
+    mock.expect("GET", "/api/v1/namespaces/ml/secrets/lull-secrets")
+        .await
+        .fail(404, "NotFound");
+    assert_eq!(
+        retry.await.expect("no panic").expect("reconciled"),
+        Action::requeue(SECRET_RETRY)
+    );
+    mock.assert_idle().await;
+}
