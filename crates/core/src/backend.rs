@@ -98,7 +98,9 @@ pub trait Backend: Send + Sync {
         replicas: u32,
     ) -> BoxFuture<'a, Result<()>>;
 
-    /// The ready endpoints of a deployment, updated whenever they change.
+    /// The ready endpoints of a deployment, updated whenever they change. Backends may publish
+    /// while holding their own locks, so a consumer must not call back into the backend while
+    /// it holds a borrow of the receiver (as inside `wait_for`'s closure).
     fn endpoints(&self, key: &DeploymentKey) -> Option<watch::Receiver<EndpointSet>>;
 
     /// The deployment's replicas and problems.
