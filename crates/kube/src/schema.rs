@@ -67,6 +67,12 @@ const KNOWN_FORMATS: &[&str] = &[
     "uuid",
 ];
 
+/// lull's `config-value` strings: any text that does not start with `secret:`, or `secret:`
+/// and a secret name (letters, digits, `-`, `_`, `.`; at most 253). Kubernetes patterns have no
+/// look-ahead, so "does not start with `secret:`" is spelt out prefix by prefix; `(?s)` lets
+/// plain values span lines.
+pub const CONFIG_VALUE_PATTERN: &str = r"(?s)^(|[^s].*|s|s[^e].*|se|se[^c].*|sec|sec[^r].*|secr|secr[^e].*|secre|secre[^t].*|secret|secret[^:].*|secret:\s*[A-Za-z0-9_.-]{1,253}\s*)$";
+
 /// Keywords a structural schema may hold (`JSONSchemaProps` in apiextensions.k8s.io/v1).
 const ALLOWED_KEYWORDS: &[&str] = &[
     "type",
@@ -146,6 +152,20 @@ fn convert(schema: &Value, path: &str) -> Result<Value> {
             "anyOf".to_owned(),
             json!([{ "type": "integer" }, { "type": "string" }]),
         );
+        // The branches may hold no validation, so their checks move to the node, where a
+        // `pattern` applies to strings only and a `minimum` to numbers only.
+        for branch in object
+            .get("anyOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for keyword in ["pattern", "minimum", "maximum"] {
+                if let Some(value) = branch.get(keyword) {
+                    out.insert(keyword.to_owned(), value.clone());
+                }
+            }
+        }
         return Ok(Value::Object(out));
     }
     for junctor in JUNCTORS {
@@ -171,11 +191,20 @@ fn convert(schema: &Value, path: &str) -> Result<Value> {
                     out.insert("nullable".to_owned(), Value::Bool(true));
                 }
             }
-            "format" => {
-                if value.as_str().is_some_and(|f| KNOWN_FORMATS.contains(&f)) {
+            "format" => match value.as_str() {
+                Some(f) if KNOWN_FORMATS.contains(&f) => {
                     out.insert(key.clone(), value.clone());
                 }
-            }
+                // Values beyond the Rust type would pass the API server and then fail to
+                // deserialise in every watch that lists them, so the schema bounds them.
+                Some("uint32") if !object.contains_key("maximum") => {
+                    out.insert("maximum".to_owned(), json!(u32::MAX));
+                }
+                Some("config-value") => {
+                    out.insert("pattern".to_owned(), json!(CONFIG_VALUE_PATTERN));
+                }
+                _ => {}
+            },
             "properties" => {
                 let mut properties = Map::new();
                 for (name, property) in value.as_object().into_iter().flatten() {
@@ -537,10 +566,72 @@ mod tests {
                 "description": "The cpu.",
                 "nullable": true,
                 "x-kubernetes-int-or-string": true,
-                "anyOf": [{ "type": "integer" }, { "type": "string" }]
+                "anyOf": [{ "type": "integer" }, { "type": "string" }],
+                "minimum": 0,
+                "pattern": "^[0-9]+$"
             })
         );
         assert!(violations(&s).is_empty(), "{:?}", violations(&s));
+    }
+
+    #[test]
+    fn int_or_string_keeps_its_checks_at_the_node() {
+        let s = structural(&json!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{ "type": "number", "minimum": 0 },
+                      { "type": "string", "pattern": "^[0-9]+m?$" }]
+        }))
+        .expect("structural");
+        assert_eq!(s["pattern"], "^[0-9]+m?$");
+        assert_eq!(s["minimum"], 0);
+        assert!(violations(&s).is_empty(), "{:?}", violations(&s));
+    }
+
+    #[test]
+    fn lull_formats_become_bounds_and_patterns() {
+        let s = structural(&json!({
+            "type": "object",
+            "properties": {
+                "n": { "type": "integer", "format": "uint32", "minimum": 0 },
+                "v": { "type": "string", "format": "config-value" }
+            }
+        }))
+        .expect("structural");
+        assert_eq!(s["properties"]["n"]["maximum"], json!(u32::MAX));
+        let pattern = s["properties"]["v"]["pattern"].as_str().unwrap_or_default();
+        assert_eq!(pattern, CONFIG_VALUE_PATTERN);
+    }
+
+    #[test]
+    fn the_config_value_pattern_accepts_what_lull_parses() {
+        // Go's regexp, which the API server uses, and Rust's share this syntax.
+        let pattern = regex::Regex::new(CONFIG_VALUE_PATTERN).expect("a valid pattern");
+        for text in [
+            "",
+            "plain",
+            "s",
+            "se",
+            "sec",
+            "secr",
+            "secre",
+            "secret",
+            "secretary",
+            "sEcret:x",
+            "multi\nline",
+            "secret:hfToken",
+            "secret: a.b-c_d ",
+            "secret:",
+            "secret:bad name",
+            "secret:ä",
+            "secret:a/b",
+            " secret:x",
+        ] {
+            let parses = lull_spec::secret::ConfigValue::parse(text).is_ok();
+            assert_eq!(pattern.is_match(text), parses, "{text:?}");
+        }
+        let long = format!("secret:{}", "a".repeat(254));
+        assert!(!pattern.is_match(&long));
+        assert!(lull_spec::secret::ConfigValue::parse(&long).is_err());
     }
 
     #[test]
@@ -621,7 +712,7 @@ mod tests {
             json!({
                 "type": "object",
                 "properties": {
-                    "n": { "type": "integer", "minimum": 0 },
+                    "n": { "type": "integer", "minimum": 0, "maximum": u32::MAX },
                     "d": { "type": "string", "pattern": "^[0-9]+s$" },
                     "x": { "type": "number", "format": "double" },
                     "m": { "type": "object", "additionalProperties": { "type": "string" } }
