@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lull_autoscaler::{Autoscaler, AutoscalerConfig, ChannelWaker, wake_channel};
-use lull_core::{DeploymentKey, MetricSource, Wake};
+use lull_core::{Backend, DeploymentKey, MetricSource, Wake};
 use lull_kube::catalog::Catalog;
 use lull_kube::crd::LastDecision;
 use lull_kube::endpoints::{EndpointWatch, MANAGED_SLICES, SERVICE_NAME_LABEL};
@@ -40,7 +40,7 @@ Examples:
   lull autoscaler
   lull autoscaler --prometheus http://prometheus.monitoring:9090")]
 pub struct Args {
-    /// Where /v1/wake/NAME, /readyz, /healthz and /metrics are served.
+    /// Where /v1/wake/NAME, /v1/deployments, /readyz, /healthz and /metrics are served.
     #[arg(long, default_value = "0.0.0.0:9091", value_name = "ADDR")]
     listen: SocketAddr,
     /// Scale LullDeployments of this namespace only. Default: every namespace.
@@ -65,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 struct Api {
     autoscaler: Arc<Autoscaler>,
+    backend: Arc<KubeBackend>,
     waker: ChannelWaker,
     leading: watch::Receiver<bool>,
     registry: Registry,
@@ -130,19 +131,21 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     tokio::spawn(apply(
         deployments.clone(),
         autoscaler.clone(),
-        backend,
+        backend.clone(),
         prometheus,
     ));
 
     let mut leading = cluster::campaign(client.clone(), "lull-autoscaler", shutdown.clone());
     let api = Arc::new(Api {
         autoscaler: autoscaler.clone(),
+        backend: backend.clone(),
         waker,
         leading: leading.clone(),
         registry,
     });
     let router = Router::new()
         .route("/v1/wake/{deployment}", post(wake))
+        .route("/v1/deployments", get(status))
         .route("/readyz", get(ready))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -267,6 +270,27 @@ async fn wake(State(api): State<Arc<Api>>, Path(deployment): Path<String>) -> Re
     }
     api.waker.wake(&key);
     (StatusCode::ACCEPTED, "waking\n").into_response()
+}
+
+/// What the autoscaler last did for each deployment, and what the backend sees of it.
+async fn status(State(api): State<Arc<Api>>) -> Response {
+    let deployments: Vec<serde_json::Value> = api
+        .autoscaler
+        .deployments()
+        .iter()
+        .map(|key| {
+            serde_json::json!({
+                "name": key,
+                "scaling": api.autoscaler.status(key),
+                "backend": api.backend.status(key),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "leading": *api.leading.borrow(),
+        "deployments": deployments,
+    }))
+    .into_response()
 }
 
 async fn ready(State(api): State<Arc<Api>>) -> Response {
