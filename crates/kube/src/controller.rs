@@ -18,7 +18,8 @@
 //!    new version, scaling and problem.
 //!
 //! Deleting the resource deletes both objects before the finalizer is removed, so the activator
-//! stops routing to the name before it can be reused.
+//! stops routing to the name before it can be reused. Objects of the same name that the resource
+//! does not own are never taken over or deleted: a name conflict is `Ready=False NameConflict`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
@@ -51,7 +53,8 @@ pub const FINALIZER: &str = "lull.dev/cleanup";
 /// How often a resource is reconciled without a change, to repair drift.
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// How soon a resource waiting for its Secret is looked at again.
+/// How soon a resource waiting for its Secret, or for a name taken by another Deployment, is
+/// looked at again.
 const SECRET_RETRY: Duration = Duration::from_secs(30);
 
 /// How soon a failed reconcile is tried again.
@@ -230,6 +233,33 @@ async fn apply(object: &LullDeployment, ctx: &Context, namespace: &str) -> Resul
         }
     }
     let spec = &loaded.deployment.spec;
+    // A Deployment of that name that this resource does not own is someone else's: applying
+    // with force would take it over.
+    if let Some(current) = &existing
+        && !owned_by(&current.metadata, object)
+    {
+        let problem = Problem {
+            reason: "NameConflict".to_owned(),
+            message: format!(
+                "Deployment {namespace}/{name} exists and is not owned by this LullDeployment;                  lull leaves it alone. Delete or rename it, or name the LullDeployment differently"
+            ),
+        };
+        if new_generation
+            || object
+                .condition(crd::READY)
+                .is_none_or(|c| c.reason != problem.reason)
+        {
+            ctx.event(
+                object,
+                EventType::Warning,
+                "NameConflict",
+                problem.message.clone(),
+            )
+            .await;
+        }
+        write_status(object, ctx, namespace, Some(spec), None, Some(&problem)).await?;
+        return Ok(Action::requeue(SECRET_RETRY));
+    }
     // A disabled deployment runs nothing, so it needs its secrets only once enabled.
     if spec.enabled
         && let Some(problem) = missing_secrets(ctx, namespace, spec).await?
@@ -364,6 +394,14 @@ async fn apply(object: &LullDeployment, ctx: &Context, namespace: &str) -> Resul
     Ok(Action::requeue(RESYNC))
 }
 
+/// Whether `object` is the controlling owner of the object with metadata `meta`.
+fn owned_by(meta: &ObjectMeta, object: &LullDeployment) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(&r.uid) == object.metadata.uid.as_ref())
+}
+
 /// The count the controller sets itself, and why: none when autoscaling decides it.
 fn controller_count(spec: &DeploymentSpec) -> Option<(u32, &'static str)> {
     if !spec.enabled {
@@ -479,24 +517,50 @@ async fn cleanup(object: &LullDeployment, ctx: &Context, namespace: &str) -> Res
     let name = object.name_any();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
-    let params = DeleteParams::foreground();
-    gone(deployments.delete(&name, &params).await.map(|_| ()))?;
-    gone(services.delete(&name, &params).await.map(|_| ()))?;
-    ctx.event(
-        object,
-        EventType::Normal,
-        "Deleted",
-        format!("deleted Deployment and Service {name}"),
-    )
-    .await;
+    let mut deleted = Vec::new();
+    if delete_owned(&deployments, &name, object).await? {
+        deleted.push("Deployment");
+    }
+    if delete_owned(&services, &name, object).await? {
+        deleted.push("Service");
+    }
+    if !deleted.is_empty() {
+        ctx.event(
+            object,
+            EventType::Normal,
+            "Deleted",
+            format!("deleted {} {name}", deleted.join(" and ")),
+        )
+        .await;
+    }
     Ok(Action::await_change())
 }
 
-/// A deletion that succeeded or found nothing to delete (removed by hand, never created).
-fn gone(result: Result<(), kube::Error>) -> Result<()> {
-    match result {
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        other => Ok(other?),
+/// Deletes the object `name` if `owner` controls it, and only that very object (a uid
+/// precondition), so a same-named object created meanwhile by someone else survives. Whether
+/// it deleted something.
+async fn delete_owned<K>(api: &Api<K>, name: &str, owner: &LullDeployment) -> Result<bool>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(current) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    if !owned_by(current.meta(), owner) {
+        return Ok(false);
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: current.meta().uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::foreground()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        // Gone already, or replaced by an object that is not ours.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(false),
+        Err(error) => Err(error.into()),
     }
 }
 

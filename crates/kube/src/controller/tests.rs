@@ -40,7 +40,9 @@ fn scale_to_zero_spec() -> Value {
 fn live_deployment(generation: i64, replicas: i32, ready: i32) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": "sentiment", "namespace": "ml", "generation": generation },
+        "metadata": { "name": "sentiment", "namespace": "ml", "generation": generation,
+                      "ownerReferences": [{ "apiVersion": "lull.dev/v1alpha1", "kind": "LullDeployment",
+                          "name": "sentiment", "uid": "uid-1", "controller": true }] },
         "spec": { "replicas": replicas, "selector": { "matchLabels": { "app.kubernetes.io/name": "sentiment" } },
                   "template": {} },
         "status": { "replicas": replicas, "readyReplicas": ready }
@@ -381,7 +383,7 @@ async fn an_invalid_spec_is_a_condition_and_an_event() {
 }
 
 #[tokio::test]
-async fn deletion_removes_both_objects_then_the_finalizer() {
+async fn deletion_removes_the_objects_it_owns_then_the_finalizer() {
     let (mock, client) = Mock::new();
     let object = resource(
         scale_to_zero_spec(),
@@ -389,12 +391,17 @@ async fn deletion_removes_both_objects_then_the_finalizer() {
         None,
     );
     let task = start(client, object.clone());
+    let mut owned = live_deployment(4, 0, 0);
+    owned["metadata"]["uid"] = json!("deployment-uid");
+    mock.expect("GET", DEPLOYMENT).await.respond(owned.clone());
     let delete = mock.expect("DELETE", DEPLOYMENT).await;
     assert_eq!(delete.body["propagationPolicy"], "Foreground");
-    delete.respond(live_deployment(4, 0, 0));
+    assert_eq!(delete.body["preconditions"]["uid"], "deployment-uid");
+    delete.respond(owned);
     // Already gone is fine.
-    mock.expect("DELETE", SERVICE).await.fail(404, "NotFound");
-    expect_event(&mock, "Deleted").await;
+    mock.expect("GET", SERVICE).await.fail(404, "NotFound");
+    let event = expect_event(&mock, "Deleted").await;
+    assert_eq!(event["note"], "deleted Deployment sentiment");
     let remove = mock.expect("PATCH", RESOURCE).await;
     assert_eq!(
         remove.body,
@@ -411,6 +418,28 @@ async fn deletion_removes_both_objects_then_the_finalizer() {
 }
 
 #[tokio::test]
+async fn deletion_leaves_objects_it_does_not_own() {
+    let (mock, client) = Mock::new();
+    let object = resource(
+        scale_to_zero_spec(),
+        json!({ "deletionTimestamp": "2026-01-01T00:00:00Z" }),
+        None,
+    );
+    let task = start(client, object.clone());
+    let mut foreign = live_deployment(4, 1, 1);
+    foreign["metadata"]["ownerReferences"] = json!(null);
+    mock.expect("GET", DEPLOYMENT).await.respond(foreign);
+    mock.expect("GET", SERVICE).await.respond(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": "sentiment", "namespace": "ml" }
+    }));
+    let remove = mock.expect("PATCH", RESOURCE).await;
+    remove.respond(serde_json::to_value(&object).expect("json"));
+    task.await.expect("no panic").expect("reconciled");
+    mock.assert_idle().await;
+}
+
+#[tokio::test]
 async fn a_failed_cleanup_keeps_the_finalizer() {
     let (mock, client) = Mock::new();
     let object = resource(
@@ -419,6 +448,9 @@ async fn a_failed_cleanup_keeps_the_finalizer() {
         None,
     );
     let task = start(client, object);
+    mock.expect("GET", DEPLOYMENT)
+        .await
+        .respond(live_deployment(4, 0, 0));
     // Retried by the client on 5xx; a refusal is final.
     mock.expect("DELETE", DEPLOYMENT)
         .await
@@ -457,5 +489,20 @@ async fn a_secret_still_missing_is_not_reported_again() {
         retry.await.expect("no panic").expect("reconciled"),
         Action::requeue(SECRET_RETRY)
     );
+    mock.assert_idle().await;
+}
+
+#[tokio::test]
+async fn a_deployment_lull_does_not_own_is_left_alone() {
+    let (mock, client) = Mock::new();
+    let task = start(client, resource(scale_to_zero_spec(), json!({}), None));
+    let mut foreign = live_deployment(7, 3, 3);
+    foreign["metadata"]["ownerReferences"] = json!(null);
+    mock.expect("GET", DEPLOYMENT).await.respond(foreign);
+    let event = expect_event(&mock, "NameConflict").await;
+    assert_eq!(event["type"], "Warning");
+    let status = expect_status(&mock).await;
+    assert_eq!(condition(&status, "Ready"), ("False", "NameConflict"));
+    task.await.expect("no panic").expect("reconciled");
     mock.assert_idle().await;
 }
