@@ -107,6 +107,7 @@ impl ScalingState {
     pub fn decide(&mut self, input: &Input<'_>) -> Decision {
         let targets = input.targets;
         self.traffic.expire(input.now, targets.stable_window());
+        self.traffic.advance(input.now, targets.panic_window());
         if input.ready > 0 {
             self.activating = false;
         } else {

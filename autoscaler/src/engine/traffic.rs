@@ -49,17 +49,16 @@ impl TrafficObservation {
     }
 }
 
-/// An observation without its latencies, which go to the [`LatencyWindow`], in integers so that
-/// running sums add and subtract exactly.
+/// An observation without its latencies, which go to the [`LatencyWindow`]: in integers, so that
+/// running sums add and subtract exactly, and small, so that a fleet's windows stay in cache.
 #[derive(Debug, Clone, Copy)]
 struct Point {
-    at: Instant,
+    /// When it ended, in nanoseconds after the window's epoch.
+    at: u64,
     interval_ns: u64,
-    arrived: u64,
     /// Requests in flight or parked, integrated over the interval, in request-microseconds.
     concurrency_us: u64,
-    in_flight: u32,
-    parked: u32,
+    arrived: u32,
     /// Whether a replica was ready to serve: without one, the concurrency is only requests
     /// waiting, and grows with the start-up time rather than with the load.
     served: bool,
@@ -76,7 +75,7 @@ struct Sums {
 
 impl Sums {
     fn add(&mut self, p: &Point) {
-        self.arrived += p.arrived;
+        self.arrived += u64::from(p.arrived);
         self.covered_ns += p.interval_ns;
         if p.served {
             self.served_us += p.concurrency_us;
@@ -85,7 +84,7 @@ impl Sums {
     }
 
     fn remove(&mut self, p: &Point) {
-        self.arrived -= p.arrived;
+        self.arrived -= u64::from(p.arrived);
         self.covered_ns -= p.interval_ns;
         if p.served {
             self.served_us -= p.concurrency_us;
@@ -94,88 +93,180 @@ impl Sums {
     }
 }
 
+/// Running sums over the observations of a short window (the panic window) as of `now`, from
+/// `start` in the window's points to the newest.
+#[derive(Debug, Clone, Copy, Default)]
+struct Recent {
+    window: Option<Duration>,
+    now: Option<Instant>,
+    start: usize,
+    sums: Sums,
+}
+
 /// The latest traffic observations of a deployment, oldest first, with running sums over all of
-/// them: a decision reads the stable window in constant time and walks only the few newest
-/// observations of the panic window.
+/// them and over the panic window: a decision reads both windows in constant time, touching only
+/// the observation that leaves each.
 #[derive(Debug, Clone, Default)]
 pub struct TrafficWindow {
+    /// The time observations are kept relative to: the first one's.
+    epoch: Option<Instant>,
     points: VecDeque<Point>,
     /// When the oldest kept observation ended: checked every decision, so kept beside the
     /// points rather than read from the far end of their buffer.
-    oldest: Option<Instant>,
+    oldest: Option<u64>,
     sums: Sums,
+    recent: Recent,
+    /// Requests in flight and waiting at the end of the newest observation: only the newest
+    /// one's are ever read, so they are not kept per observation.
+    in_flight: u32,
+    parked: u32,
     latency: LatencyWindow,
 }
 
 impl TrafficWindow {
+    /// `t` in nanoseconds after the epoch (0 before it).
+    fn relative(&self, t: Instant) -> u64 {
+        self.epoch.map_or(0, |epoch| {
+            u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+        })
+    }
+
+    /// The start of `window` before `now`, relative to the epoch; `None` when it starts before
+    /// every observation.
+    fn horizon(&self, now: Instant, window: Duration) -> Option<u64> {
+        let epoch = self.epoch?;
+        let h = now.checked_sub(window)?;
+        (h >= epoch).then(|| self.relative(h))
+    }
+
     /// Adds an observation and forgets those that ended more than `keep` before it; the newest
     /// is always kept.
     pub fn push(&mut self, observation: TrafficObservation, keep: Duration) {
         let at = observation.at;
+        let epoch = *self.epoch.get_or_insert(at);
         if let Some(latency) = &observation.latency {
             self.latency.push(at, latency);
         }
         let point = Point {
-            at,
+            at: self.relative(at.max(epoch)),
             interval_ns: u64::try_from(observation.interval.as_nanos()).unwrap_or(u64::MAX),
-            arrived: observation.arrived,
             // Saturating `as`: NaN and negative integrals count as none.
             concurrency_us: (observation.concurrency_seconds * 1e6).round().max(0.0) as u64,
-            in_flight: observation.in_flight,
-            parked: observation.parked,
+            arrived: u32::try_from(observation.arrived).unwrap_or(u32::MAX),
             served: true,
         };
+        self.in_flight = observation.in_flight;
+        self.parked = observation.parked;
         self.sums.add(&point);
+        if self.recent.window.is_some() {
+            self.recent.sums.add(&point);
+            self.recent.now = None;
+        }
         self.points.push_back(point);
-        self.oldest.get_or_insert(at);
+        self.oldest.get_or_insert(point.at);
         self.expire(at, keep);
     }
 
     /// Marks the observation that ended at `at` as made while no replica was ready: its
     /// concurrency no longer counts (its arrivals do).
     pub(super) fn mark_unserved(&mut self, at: Instant) {
+        let at = self.relative(at);
+        let newest = self.points.len().saturating_sub(1);
+        let in_recent = self.recent.window.is_some() && self.recent.start <= newest;
         if let Some(p) = self.points.back_mut().filter(|p| p.at == at && p.served) {
             self.sums.remove(p);
+            if in_recent {
+                self.recent.sums.remove(p);
+            }
             p.served = false;
             self.sums.add(p);
+            if in_recent {
+                self.recent.sums.add(p);
+            }
         }
     }
 
     /// Forgets what ended more than `keep` before `now`; the newest observation stays, so that
     /// requests still in flight or parked are known however long ago it was made.
     pub(super) fn expire(&mut self, now: Instant, keep: Duration) {
-        let Some(horizon) = now.checked_sub(keep) else {
-            return;
-        };
-        if self.oldest.is_some_and(|oldest| oldest <= horizon) {
+        let horizon = self.horizon(now, keep);
+        if let Some(horizon) = horizon
+            && self.oldest.is_some_and(|oldest| oldest <= horizon)
+        {
             while self.points.len() > 1 && self.points.front().is_some_and(|p| p.at <= horizon) {
                 if let Some(p) = self.points.pop_front() {
                     self.sums.remove(&p);
+                    if self.recent.window.is_none() {
+                        continue;
+                    }
+                    if self.recent.start == 0 {
+                        self.recent.sums.remove(&p);
+                    } else {
+                        self.recent.start -= 1;
+                    }
                 }
             }
             self.oldest = self.points.front().map(|p| p.at);
         }
-        self.latency.expire(horizon);
+        if let Some(h) = now.checked_sub(keep) {
+            self.latency.expire(h);
+        }
+    }
+
+    /// Brings the running sums of `window` (the panic window) up to `now`.
+    pub(super) fn advance(&mut self, now: Instant, window: Duration) {
+        let horizon = self.horizon(now, window);
+        if self.recent.window != Some(window) {
+            let within = self
+                .points
+                .iter()
+                .rev()
+                .take_while(|p| horizon.is_none_or(|h| p.at > h));
+            let mut sums = Sums::default();
+            let mut count = 0;
+            for p in within {
+                sums.add(p);
+                count += 1;
+            }
+            self.recent = Recent {
+                window: Some(window),
+                now: Some(now),
+                start: self.points.len() - count,
+                sums,
+            };
+            return;
+        }
+        if let Some(horizon) = horizon {
+            while let Some(p) = self.points.get(self.recent.start) {
+                if p.at > horizon {
+                    break;
+                }
+                self.recent.sums.remove(p);
+                self.recent.start += 1;
+            }
+        }
+        self.recent.now = Some(now);
     }
 
     /// Observations that ended within `window` before `now`, newest first.
     fn within(&self, now: Instant, window: Duration) -> impl Iterator<Item = &Point> {
-        let horizon = now.checked_sub(window);
+        let horizon = self.horizon(now, window);
         self.points
             .iter()
             .rev()
             .take_while(move |p| horizon.is_none_or(|h| p.at > h))
     }
 
-    /// Sums over the observations within `window` before `now`: the running sums when the
-    /// window holds every kept observation, else a walk over the newest.
+    /// Sums over the observations within `window` before `now`: running sums when the window
+    /// holds every kept observation or is the panic window brought up to `now`, else a walk
+    /// over the newest.
     fn sums(&self, now: Instant, window: Duration) -> Sums {
-        let horizon = now.checked_sub(window);
-        let all_within = self
-            .oldest
-            .is_none_or(|oldest| horizon.is_none_or(|h| oldest > h));
-        if all_within {
+        let horizon = self.horizon(now, window);
+        if horizon.is_none_or(|h| self.oldest.is_none_or(|oldest| oldest > h)) {
             return self.sums;
+        }
+        if self.recent.window == Some(window) && self.recent.now == Some(now) {
+            return self.recent.sums;
         }
         let mut sums = Sums::default();
         for p in self.within(now, window) {
@@ -191,9 +282,11 @@ impl TrafficWindow {
         if sums.served_ns > 0 {
             return Some(sums.served_us as f64 * 1e3 / sums.served_ns as f64);
         }
-        // Observations that cover no time (a wake between ticks) count as they ended.
-        let newest = self.within(now, window).find(|p| p.served)?;
-        Some(f64::from(newest.in_flight) + f64::from(newest.parked))
+        // An observation that covers no time (a wake between ticks) counts as it ended.
+        self.within(now, window)
+            .next()
+            .filter(|p| p.served)
+            .map(|_| f64::from(self.in_flight) + f64::from(self.parked))
     }
 
     /// Arrivals per second over the window; `None` without observations or covered time.
@@ -210,20 +303,77 @@ impl TrafficWindow {
 
     /// Requests waiting for a replica at the end of the newest observation.
     pub fn parked(&self) -> u32 {
-        self.points.back().map_or(0, |p| p.parked)
+        self.parked
     }
 
     /// Whether the newest observation saw any request.
     pub fn saw_request(&self) -> bool {
         self.points
             .back()
-            .is_some_and(|p| p.arrived > 0 || p.in_flight > 0 || p.parked > 0)
+            .is_some_and(|p| p.arrived > 0 || self.in_flight > 0 || self.parked > 0)
     }
 
     /// Whether requests were in flight or waiting at the end of the newest observation.
     pub fn busy(&self) -> bool {
-        self.points
-            .back()
-            .is_some_and(|p| p.in_flight > 0 || p.parked > 0)
+        !self.points.is_empty() && (self.in_flight > 0 || self.parked > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The sums of `window` before `now`, walking every kept observation.
+    fn walked(w: &TrafficWindow, now: Instant, window: Duration) -> Sums {
+        let horizon = w.horizon(now, window);
+        let mut sums = Sums::default();
+        for p in w.points.iter().filter(|p| horizon.is_none_or(|h| p.at > h)) {
+            sums.add(p);
+        }
+        sums
+    }
+
+    fn same(a: Sums, b: Sums) -> bool {
+        (a.arrived, a.covered_ns, a.served_us, a.served_ns)
+            == (b.arrived, b.covered_ns, b.served_us, b.served_ns)
+    }
+
+    proptest! {
+        #[test]
+        fn running_sums_equal_a_walk_over_the_window(
+            steps in prop::collection::vec((1u64..4000, 0u64..50, 0.0f64..40.0, any::<bool>()), 1..200),
+            keep in 1u64..90,
+            panic in 1u64..20,
+        ) {
+            let t0 = Instant::now();
+            let (keep, panic) = (Duration::from_secs(keep), Duration::from_secs(panic));
+            let mut w = TrafficWindow::default();
+            let mut now = t0;
+            for (gap_ms, arrived, concurrency, unserved) in steps {
+                let interval = Duration::from_millis(gap_ms);
+                now += interval;
+                w.push(
+                    TrafficObservation {
+                        at: now,
+                        interval,
+                        arrived,
+                        concurrency_seconds: concurrency * interval.as_secs_f64(),
+                        in_flight: 0,
+                        parked: 0,
+                        latency: None,
+                    },
+                    keep,
+                );
+                w.expire(now, keep);
+                w.advance(now, panic);
+                if unserved {
+                    w.mark_unserved(now);
+                }
+                prop_assert!(same(w.sums(now, keep), walked(&w, now, keep)));
+                prop_assert!(same(w.sums(now, panic), walked(&w, now, panic)));
+            }
+        }
     }
 }
