@@ -458,13 +458,15 @@ impl<'m> Sim<'m> {
             self.dispatch(id, waiting);
             return;
         }
-        if self.queue.len() >= self.model.queue_capacity as usize {
+        let full = self.queue.len() >= self.model.queue_capacity as usize;
+        if full {
             self.rejected += 1;
-            return;
+        } else {
+            self.queue.push_back(waiting);
+            self.max_queue = self.max_queue.max(self.queue.len() as u64);
         }
-        self.queue.push_back(waiting);
-        self.max_queue = self.max_queue.max(self.queue.len() as u64);
-        // The activator wakes a deployment at zero at once, not at the next tick.
+        // The activator wakes a deployment at zero at once, not at the next tick, even when it
+        // has to turn the request away.
         if self.desired == 0 {
             self.tick(true);
         }

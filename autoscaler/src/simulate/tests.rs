@@ -101,6 +101,23 @@ fn a_full_queue_rejects_and_a_long_wait_times_out() {
 }
 
 #[test]
+fn a_request_turned_away_at_zero_still_wakes_the_deployment() {
+    let model = Model {
+        queue_capacity: 0,
+        ..Model::default()
+    };
+    let outcome = run(
+        &trace("arrival_s,duration_s\n1,0.1\n5,0.1\n"),
+        &targets(0, 2, &[]),
+        Policy::Lull,
+        &model,
+    );
+    let s = &outcome.summary;
+    assert_eq!((s.rejected, s.served), (1, 1), "{s}");
+    assert_eq!(outcome.events[0].time_s, 1.0);
+}
+
+#[test]
 fn concurrency_above_target_adds_replicas_that_share_the_load() {
     let model = Model {
         concurrency: 2,
