@@ -110,6 +110,9 @@ struct Recent {
 pub struct TrafficWindow {
     /// The time observations are kept relative to: the first one's.
     epoch: Option<Instant>,
+    /// The latest time converted to nanoseconds after the epoch, so that a decision converts its
+    /// `now` once and computes every horizon in integers.
+    clock: Option<(Instant, u64)>,
     points: VecDeque<Point>,
     /// When the oldest kept observation ended: checked every decision, so kept beside the
     /// points rather than read from the far end of their buffer.
@@ -126,17 +129,27 @@ pub struct TrafficWindow {
 impl TrafficWindow {
     /// `t` in nanoseconds after the epoch (0 before it).
     fn relative(&self, t: Instant) -> u64 {
+        if let Some((at, relative)) = self.clock
+            && at == t
+        {
+            return relative;
+        }
         self.epoch.map_or(0, |epoch| {
             u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
         })
     }
 
+    /// Converts `now` once for the queries that follow.
+    fn set_clock(&mut self, now: Instant) {
+        self.clock = Some((now, self.relative(now)));
+    }
+
     /// The start of `window` before `now`, relative to the epoch; `None` when it starts before
     /// every observation.
     fn horizon(&self, now: Instant, window: Duration) -> Option<u64> {
-        let epoch = self.epoch?;
-        let h = now.checked_sub(window)?;
-        (h >= epoch).then(|| self.relative(h))
+        self.epoch?;
+        let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        self.relative(now).checked_sub(window)
     }
 
     /// Adds an observation and forgets those that ended more than `keep` before it; the newest
@@ -144,6 +157,7 @@ impl TrafficWindow {
     pub fn push(&mut self, observation: TrafficObservation, keep: Duration) {
         let at = observation.at;
         let epoch = *self.epoch.get_or_insert(at);
+        self.set_clock(at);
         if let Some(latency) = &observation.latency {
             self.latency.push(at, latency);
         }
@@ -189,6 +203,7 @@ impl TrafficWindow {
     /// Forgets what ended more than `keep` before `now`; the newest observation stays, so that
     /// requests still in flight or parked are known however long ago it was made.
     pub(super) fn expire(&mut self, now: Instant, keep: Duration) {
+        self.set_clock(now);
         let horizon = self.horizon(now, keep);
         if let Some(horizon) = horizon
             && self.oldest.is_some_and(|oldest| oldest <= horizon)
