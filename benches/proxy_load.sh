@@ -15,6 +15,7 @@
 #
 # Usage: benches/proxy_load.sh
 #        CONNECTIONS=64 THREADS=1 DURATION=10s benches/proxy_load.sh
+#        LULL_BIN=target/release/lull benches/proxy_load.sh   (skip the build)
 # Needs: cargo, curl, python3; wrk and nginx (installed with apt-get when missing and root).
 set -euo pipefail
 
@@ -39,8 +40,12 @@ need wrk wrk
 need nginx nginx
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
-cargo build --release -p lull --bin lull
-LULL="$PWD/target/release/lull"
+if [[ -n "${LULL_BIN:-}" ]]; then
+    LULL="$(realpath "$LULL_BIN")"
+else
+    cargo build --release -p lull --bin lull
+    LULL="$PWD/target/release/lull"
+fi
 
 WORK="$(mktemp -d -t lull-proxy-load.XXXXXX)"
 PIDS=()

@@ -68,6 +68,7 @@ impl Activator {
     /// request waits for a deployment with no ready replica.
     pub fn new(config: ActivatorConfig, wake: Arc<dyn Wake>) -> Arc<Self> {
         let table = Table::empty(config.domain.as_deref());
+        let workers = server::worker::count();
         Arc::new(Self {
             config,
             wake,
@@ -75,8 +76,9 @@ impl Activator {
                 table: Arc::new(ArcSwap::from_pointee(table)),
                 tunnels: Tunnels::default(),
                 access_log: AtomicBool::new(false),
+                workers,
             }),
-            replicas: Arc::new(Replicas::default()),
+            replicas: Arc::new(Replicas::new(workers)),
             secrets: Mutex::new(None),
         })
     }

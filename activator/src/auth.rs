@@ -196,11 +196,11 @@ where
         match call
             .target
             .auth
-            .check(&call.target.key, call.request.headers())
+            .check(&call.target.key, &call.parts.headers)
         {
             Ok(carried_key) => {
                 if carried_key {
-                    call.request.headers_mut().remove(header::AUTHORIZATION);
+                    call.parts.headers.remove(header::AUTHORIZATION);
                 }
                 Admit::admitted(self.inner.call(call))
             }

@@ -95,7 +95,7 @@ impl Done {
         if let Some(conn) = self.conn.take()
             && clean
         {
-            self.replica.replica().pool.put(conn);
+            self.replica.replica().pool().put(conn);
         }
         if let Some(entry) = self.access.take() {
             entry.log(if clean { "done" } else { "cut" });

@@ -239,15 +239,6 @@ pub(crate) fn prepare(
     Ok(())
 }
 
-/// A request that did not get a response, and the request itself when nothing of it was sent.
-#[derive(Debug)]
-pub(crate) struct Failed {
-    /// Why.
-    pub error: Error,
-    /// The request, untouched, when it never left.
-    pub unsent: Option<Request<RequestBody>>,
-}
-
 /// When the response head must have come.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeadDeadline {
@@ -257,43 +248,41 @@ pub(crate) struct HeadDeadline {
     pub total: Option<Instant>,
 }
 
-/// Sends `request` to `replica` and returns the response as soon as its head arrives, with
-/// the connection it came on (to give back to the pool when the body is done).
+/// Sends the request in `slot` to `replica` and returns the response as soon as its head
+/// arrives, with the connection it came on (to give back to the pool when the body is done).
+/// On failure the request is back in `slot` when nothing of it was sent. (A slot rather than
+/// a value, so the request is not copied into this future, which every request allocates.)
+/// Gives up on the replica when [`MAX_STALE`] connections in a row turn out closed.
 pub(crate) async fn send(
     replica: &Replica,
-    mut request: Request<RequestBody>,
+    slot: &mut Option<Request<RequestBody>>,
     limits: &Limits,
     deadline: HeadDeadline,
-) -> std::result::Result<(Response<Incoming>, Sender), Failed> {
+) -> Result<(Response<Incoming>, Sender)> {
     let addr = replica.addr();
     let at = deadline.total.map_or(deadline.response_header, |t| {
         t.min(deadline.response_header)
     });
     for _ in 0..MAX_STALE {
-        let mut sender = match replica.pool.get(limits.connect).await {
-            Ok(sender) => sender,
-            Err(source) => {
-                return Err(Failed {
-                    error: Error::Connect { addr, source },
-                    unsent: Some(request),
-                });
-            }
+        let mut sender = replica
+            .pool()
+            .get(limits.connect)
+            .await
+            .map_err(|source| Error::Connect { addr, source })?;
+        // The slot is only empty if a caller passes an empty one: nothing to send.
+        let Some(request) = slot.take() else {
+            break;
         };
         match tokio::time::timeout_at(at, sender.try_send_request(request)).await {
             Ok(Ok(response)) => return Ok((response, sender)),
             Ok(Err(mut failed)) => match failed.take_message() {
                 // The connection was closed before the request was written (an idle
                 // connection the replica had just closed): nothing was sent.
-                Some(unsent) => request = unsent,
-                None => {
-                    return Err(Failed {
-                        error: classify(failed.into_error(), addr, limits),
-                        unsent: None,
-                    });
-                }
+                Some(unsent) => *slot = Some(unsent),
+                None => return Err(classify(failed.into_error(), addr, limits)),
             },
             Err(_) => {
-                let error = match deadline.total {
+                return Err(match deadline.total {
                     Some(total) if total <= deadline.response_header => Error::Total {
                         timeout: limits.total.unwrap_or_default(),
                     },
@@ -301,23 +290,16 @@ pub(crate) async fn send(
                         addr,
                         timeout: limits.response_header,
                     },
-                };
-                return Err(Failed {
-                    error,
-                    unsent: None,
                 });
             }
         }
     }
-    Err(Failed {
-        error: Error::Connect {
-            addr,
-            source: ConnectError::Failed(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "every connection closed before the request could be sent",
-            )),
-        },
-        unsent: Some(request),
+    Err(Error::Connect {
+        addr,
+        source: ConnectError::Failed(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "every connection closed before the request could be sent",
+        )),
     })
 }
 

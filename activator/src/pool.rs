@@ -75,6 +75,15 @@ impl Pool {
     /// A connection ready to send on: an idle one, a new one, or one given back while this
     /// request waited for its turn to connect.
     pub async fn get(&self, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+        if let Some(sender) = take_ready(&mut self.lock().idle) {
+            return Ok(sender);
+        }
+        // Boxed: connecting and waiting for a turn take far more space than reusing, and the
+        // request's future is allocated whole for every request.
+        Box::pin(self.connect_or_wait(connect_timeout)).await
+    }
+
+    async fn connect_or_wait(&self, connect_timeout: Duration) -> Result<Sender, ConnectError> {
         loop {
             let next = {
                 let mut state = self.lock();

@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header;
+use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub tunnels: Tunnels,
     /// Whether each request is logged under `lull::access`.
     pub access_log: AtomicBool,
+    /// Worker threads that serve connections.
+    pub workers: usize,
 }
 
 /// One client connection, as the layers see it.
@@ -71,8 +74,10 @@ pub(crate) struct Client {
 pub(crate) struct Call {
     /// Its deployment.
     pub target: Arc<Target>,
-    /// The request as the client sent it.
-    pub request: Request<Incoming>,
+    /// The request's head as the client sent it (until it is forwarded).
+    pub parts: Parts,
+    /// Its body, until it is forwarded.
+    pub body: Option<Incoming>,
     /// The path and query to forward, when the route rewrote them.
     pub path: Option<String>,
     /// Its connection.
@@ -242,10 +247,12 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
         // The stack is always ready (its layers hold no capacity of their own), so it is
         // called without `poll_ready`; cloning it clones no state.
         let mut stack = self.stack.clone();
+        let (parts, body) = request.into_parts();
         Answer::Running {
             future: stack.call(Call {
                 target,
-                request,
+                parts,
+                body: Some(body),
                 path,
                 client: self.client.clone(),
                 access,
@@ -299,7 +306,7 @@ impl Service<Call> for Dispatch {
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        Box::pin(async move { Ok(dispatch(call).await) })
+        Box::pin(dispatch(call))
     }
 }
 
@@ -316,29 +323,22 @@ struct Forwarded {
     deadline: Option<Instant>,
 }
 
-async fn dispatch(call: Call) -> Response<ResponseBody> {
+async fn dispatch(mut call: Call) -> Result<Response<ResponseBody>, Error> {
+    let mut tracker = call.target.state.stats.arrive();
+    let mut attempts = 0;
+    // The call is borrowed rather than moved into the exchange: the request's head and body
+    // then live once in this future (which every request allocates) instead of once per level.
+    let result = exchange(&mut call, &mut tracker, &mut attempts).await;
     let Call {
         target,
-        request,
-        path,
         client,
         mut access,
+        ..
     } = call;
-    let mut tracker = target.state.stats.arrive();
-    let mut attempts = 0;
-    let result = exchange(
-        &target,
-        &mut tracker,
-        request,
-        path,
-        &client.peer,
-        &mut attempts,
-    )
-    .await;
     if let Some(entry) = &mut access {
         entry.attempts = attempts;
     }
-    match result {
+    Ok(match result {
         Ok(forwarded) => respond(&target, &client, tracker, forwarded, access),
         Err(error) => {
             if let Failure::Forward(e) = &error {
@@ -353,18 +353,28 @@ async fn dispatch(call: Call) -> Response<ResponseBody> {
             }
             response
         }
-    }
+    })
+}
+
+/// A request head with nothing in it, to take a head's place once it is sent on.
+fn blank() -> Parts {
+    Request::new(()).into_parts().0
 }
 
 /// Picks a replica (waiting as needed), forwards the request, and retries what may be retried.
 async fn exchange(
-    target: &Target,
+    call: &mut Call,
     tracker: &mut Tracker,
-    mut request: Request<Incoming>,
-    path: Option<String>,
-    peer: &Peer,
     attempts: &mut u32,
 ) -> Result<Forwarded, Failure> {
+    let Call {
+        ref target,
+        ref mut parts,
+        ref mut body,
+        ref mut path,
+        ref client,
+        ..
+    } = *call;
     if !target.enabled {
         return Err(parking::Error::Disabled {
             key: target.key.clone(),
@@ -372,20 +382,22 @@ async fn exchange(
         .into());
     }
     let limits = target.limits;
-    if forward::declared_too_large(request.headers(), limits.max_request_body) {
+    if forward::declared_too_large(&parts.headers, limits.max_request_body) {
         return Err(forward::Error::BodyTooLarge {
             limit: limits.max_request_body,
         }
         .into());
     }
+    let peer = &client.peer;
     let affinity = target
         .sticky
         .as_ref()
-        .and_then(|sticky| sticky.affinity(request.headers()));
-    let upgrade = upgrade::requested(request.headers());
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-    let (mut parts, body) = request.into_parts();
-    forward::prepare(&mut parts, path, peer, upgrade.as_ref())?;
+        .and_then(|sticky| sticky.affinity(&parts.headers));
+    let upgrade = upgrade::requested(&parts.headers);
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    forward::prepare(parts, path.take(), peer, upgrade.as_ref())?;
 
     let mut tried: Vec<Arc<Replica>> = Vec::new();
     let mut queue_deadline = None;
@@ -393,25 +405,28 @@ async fn exchange(
     let mut replica = acquire(target, tracker, &first, &mut queue_deadline).await?;
     // The total timeout counts from here: time in the queue is not the replica's.
     tracker.forwarding();
-    let start = Instant::now();
-    let deadline = limits.total.map(|total| start + total);
-    let body = RequestBody::client(
-        body,
-        limits.max_request_body,
-        timeout::Limits {
-            idle: limits.idle,
-            deadline,
-        },
-    );
-    let replay = Replay::of(&parts, &body, upgrade.is_some());
-    let mut request = Request::from_parts(parts, body);
+    let deadline = limits.total.map(|total| Instant::now() + total);
+    let body = match body.take() {
+        Some(body) => RequestBody::client(
+            body,
+            limits.max_request_body,
+            timeout::Limits {
+                idle: limits.idle,
+                deadline,
+            },
+        ),
+        None => RequestBody::Empty,
+    };
+    let head = std::mem::replace(parts, blank());
+    let replay = Replay::of(&head, &body, upgrade.is_some());
+    let mut request = Some(Request::from_parts(head, body));
     loop {
         *attempts += 1;
         let head = HeadDeadline {
             response_header: Instant::now() + limits.response_header,
             total: deadline,
         };
-        let failed = match forward::send(replica.replica(), request, &limits, head).await {
+        let error = match forward::send(replica.replica(), &mut request, &limits, head).await {
             Ok((response, conn)) => {
                 replica.replica().health.connected();
                 return Ok(Forwarded {
@@ -423,29 +438,29 @@ async fn exchange(
                     deadline,
                 });
             }
-            Err(failed) => failed,
+            Err(error) => error,
         };
-        if matches!(failed.error, forward::Error::Connect { .. }) {
+        if matches!(error, forward::Error::Connect { .. }) {
             connect_failed(target, replica.replica());
         }
         let next = if *attempts < MAX_ATTEMPTS {
-            retry::next(failed.error.retry(), failed.unsent, replay.as_ref())
+            retry::next(error.retry(), request.take(), replay.as_ref())
         } else {
             None
         };
         let Some(next) = next else {
-            return Err(failed.error.into());
+            return Err(error.into());
         };
         tracing::debug!(
             deployment = %target.key,
             replica = %replica.replica().id(),
-            error = %failed.error,
+            %error,
             "retrying on another replica"
         );
         target.state.stats.retried();
         tried.push(replica.replica().clone());
         drop(replica);
-        request = next;
+        request = Some(next);
         let again = choice(target, peer, affinity, &tried);
         replica = acquire(target, tracker, &again, &mut queue_deadline).await?;
     }

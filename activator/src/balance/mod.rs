@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::concurrency::Gate;
 use crate::health::Health;
 use crate::pool::Pool;
+use crate::server::worker;
 
 pub(crate) use policy::Policy;
 
@@ -37,22 +38,28 @@ pub(crate) struct Replica {
     /// Its affinity cookie's value.
     token: u64,
     in_flight: AtomicUsize,
-    /// Connections to it.
-    pub pool: Pool,
+    /// Connections to it, one pool per worker thread (a connection is driven by the worker
+    /// that opened it).
+    pools: Box<[Pool]>,
     /// Whether it is ejected for failing connections.
     pub health: Health,
 }
 
 impl Replica {
-    fn new(id: ReplicaId, addr: SocketAddr) -> Self {
+    fn new(id: ReplicaId, addr: SocketAddr, workers: usize) -> Self {
         Self {
             token: sticky::token(&id),
             id,
             addr,
             in_flight: AtomicUsize::new(0),
-            pool: Pool::new(addr),
+            pools: (0..workers.max(1)).map(|_| Pool::new(addr)).collect(),
             health: Health::default(),
         }
+    }
+
+    /// The connections to it of the worker running this code.
+    pub fn pool(&self) -> &Pool {
+        &self.pools[worker::index() % self.pools.len()]
     }
 
     /// Which replica.
@@ -91,12 +98,28 @@ impl Replica {
 
 /// The replicas every balancer sends to, by id (unique across deployments). Entries live as
 /// long as a member set or a request holds them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Replicas {
     slots: Mutex<HashMap<ReplicaId, Weak<Replica>>>,
+    /// Worker threads, each with its own connections to every replica.
+    workers: usize,
+}
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Self::new(1)
+    }
 }
 
 impl Replicas {
+    /// No replicas yet, for `workers` worker threads.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            slots: Mutex::default(),
+            workers,
+        }
+    }
+
     /// Requests in flight to `replica` now.
     pub fn in_flight(&self, replica: &ReplicaId) -> usize {
         self.lock()
@@ -216,7 +239,11 @@ impl Balancer {
                 }
                 // New, or the same id at a new address (a restarted pod): a fresh replica,
                 // while requests to the old address still count on the old one.
-                let replica = Arc::new(Replica::new(endpoint.replica.clone(), endpoint.addr));
+                let replica = Arc::new(Replica::new(
+                    endpoint.replica.clone(),
+                    endpoint.addr,
+                    self.replicas.workers,
+                ));
                 slots.insert(endpoint.replica.clone(), Arc::downgrade(&replica));
                 replica
             })

@@ -70,7 +70,11 @@ mod tests {
             cookie: "lull-affinity".into(),
             max_age: 3600,
         };
-        let replica = Replica::new(ReplicaId::new("m-2"), "127.0.0.1:9".parse().expect("addr"));
+        let replica = Replica::new(
+            ReplicaId::new("m-2"),
+            "127.0.0.1:9".parse().expect("addr"),
+            1,
+        );
         let set = sticky.set_cookie(&replica).expect("a valid header");
         let text = set.to_str().expect("ascii");
         assert!(
