@@ -106,8 +106,8 @@ impl ScalingState {
     /// How many replicas the deployment should have now, and why.
     pub fn decide(&mut self, input: &Input<'_>) -> Decision {
         let targets = input.targets;
-        self.traffic.expire(input.now, targets.stable_window());
-        self.traffic.advance(input.now, targets.panic_window());
+        self.traffic
+            .prepare(input.now, targets.stable_window(), targets.panic_window());
         if input.ready > 0 {
             self.activating = false;
         } else {

@@ -228,6 +228,32 @@ impl TrafficWindow {
         }
     }
 
+    /// Forgets what ended more than `keep` before `now` and brings the running sums of `panic`
+    /// up to `now`: [`TrafficWindow::expire`] then [`TrafficWindow::advance`], with the two
+    /// observations that leave the windows read first and together. Each is usually a cache miss
+    /// on a large fleet, and two loads issued together are waited for once.
+    pub(super) fn prepare(&mut self, now: Instant, keep: Duration, panic: Duration) {
+        let leaving = (
+            self.points.front().map(|p| p.at),
+            self.points.get(self.recent.start).map(|p| p.at),
+        );
+        self.set_clock(now);
+        let stable_edge = self.horizon(now, keep);
+        let panic_edge = self.horizon(now, panic);
+        if leaving.0.zip(stable_edge).is_some_and(|(at, h)| at <= h) {
+            self.expire(now, keep);
+        } else if let Some(h) = now.checked_sub(keep) {
+            self.latency.expire(h);
+        }
+        let moved = self.recent.window != Some(panic)
+            || leaving.1.zip(panic_edge).is_some_and(|(at, h)| at <= h);
+        if moved {
+            self.advance(now, panic);
+        } else {
+            self.recent.now = Some(now);
+        }
+    }
+
     /// Brings the running sums of `window` (the panic window) up to `now`.
     pub(super) fn advance(&mut self, now: Instant, window: Duration) {
         let horizon = self.horizon(now, window);
@@ -381,8 +407,7 @@ mod tests {
                     },
                     keep,
                 );
-                w.expire(now, keep);
-                w.advance(now, panic);
+                w.prepare(now, keep, panic);
                 if unserved {
                     w.mark_unserved(now);
                 }
