@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use lull_prometheus::{Auth, Endpoint, PodNaming, PrometheusConfig};
 use lull_spec::Deployment;
-use lull_spec::secret::{ChainedStore, ConfigValue, EnvSecretStore, SecretStore};
+use lull_spec::secret::{ChainedStore, ConfigValue, EnvSecretStore, Secret, SecretStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -31,9 +31,18 @@ pub struct Args {
     /// Where the activator accepts requests.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: SocketAddr,
-    /// Where the admin endpoint serves /v1/deployments and /metrics.
+    /// Where the admin endpoint serves /v1/deployments and /metrics. Beyond loopback it needs
+    /// --admin-token (or $LULL_ADMIN_TOKEN).
     #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
     admin: SocketAddr,
+    /// Token the admin endpoint asks for (`Authorization: Bearer <token>`), as a secret
+    /// reference; $LULL_ADMIN_TOKEN holds the token itself instead.
+    #[arg(long, value_name = "secret:NAME")]
+    admin_token: Option<String>,
+    /// Log every request (deployment, method, target, client, status, replica, duration) at
+    /// info level under the target lull::access.
+    #[arg(long)]
+    access_log: bool,
     /// Also route `Host: <name>.<DOMAIN>` to deployment <name>.
     #[arg(long, value_name = "DOMAIN")]
     domain: Option<String>,
@@ -113,12 +122,22 @@ async fn serve(
         Box::new(FileSecretStore::new(state_dir)),
         Box::new(EnvSecretStore),
     ]);
+    let admin_token = admin_token(&args, &secrets)?;
+    if admin_token.is_none() && !args.admin.ip().is_loopback() {
+        eprintln!(
+            "lull: the admin endpoint {} is reachable beyond this machine; protect it with \
+             --admin-token secret:NAME (stored with `lull secret set NAME`) or $LULL_ADMIN_TOKEN",
+            args.admin
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let settings = Settings {
         state_dir: state_dir.to_path_buf(),
         domain: args.domain.clone(),
         tick: args.tick.get(),
         drain_timeout: args.drain_timeout.get(),
         prometheus: prometheus_config(&args, &secrets)?,
+        access_log: args.access_log,
     };
     let runtime = Runtime::start(&settings, Box::new(secrets)).await?;
     if let Err(e) = runtime.apply(deployments) {
@@ -132,6 +151,7 @@ async fn serve(
     let admin = tokio::spawn(admin::serve(
         runtime.clone(),
         admin_listener,
+        admin_token,
         shutdown.clone(),
     ));
     let autoscaler = tokio::spawn(runtime.autoscaler.clone().run(shutdown.clone()));
@@ -156,6 +176,26 @@ async fn serve(
     runtime.backend.shutdown().await;
     eprintln!("lull: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The admin endpoint's token: `--admin-token secret:NAME` resolved from the secret stores,
+/// else `$LULL_ADMIN_TOKEN`. A token written on the command line is refused: every local user
+/// could read it in the process list.
+fn admin_token(args: &Args, secrets: &dyn SecretStore) -> anyhow::Result<Option<Secret>> {
+    if let Some(reference) = &args.admin_token {
+        let value = ConfigValue::parse(reference).context("--admin-token")?;
+        let name = value.secret().context(
+            "--admin-token takes a secret reference, such as secret:adminToken, or use $LULL_ADMIN_TOKEN",
+        )?;
+        let token = secrets.get(name)?.with_context(|| {
+            format!("--admin-token: no secret `{name}`; store it with `lull secret set {name}`")
+        })?;
+        return Ok(Some(token));
+    }
+    match std::env::var("LULL_ADMIN_TOKEN") {
+        Ok(token) if !token.is_empty() => Ok(Some(Secret::new(token))),
+        _ => Ok(None),
+    }
 }
 
 /// The Prometheus source of `--prometheus`, its credential resolved from the secret stores.

@@ -56,6 +56,8 @@ pub struct Settings {
     pub drain_timeout: std::time::Duration,
     /// Measure cpu, memory, GPU and request duration with this Prometheus instead of /proc.
     pub prometheus: Option<lull_prometheus::PrometheusConfig>,
+    /// Log every request under the tracing target `lull::access`.
+    pub access_log: bool,
 }
 
 /// The three planes and the specs they run.
@@ -68,7 +70,7 @@ pub struct Runtime {
     pub autoscaler: Arc<Autoscaler>,
     /// Measures resources when `lull up --prometheus` is given; /proc does otherwise.
     pub prometheus: Option<PrometheusSource>,
-    secrets: Box<dyn SecretStore>,
+    secrets: Arc<dyn SecretStore>,
     deployments: Mutex<Vec<Deployment>>,
     registry: Registry,
 }
@@ -109,6 +111,10 @@ impl Runtime {
             },
             Arc::new(waker),
         );
+        // The activator reads `basicAuthKey` and probe headers from the same stores.
+        let secrets: Arc<dyn SecretStore> = Arc::from(secrets);
+        activator.set_secrets(secrets.clone());
+        activator.set_access_log(settings.access_log);
         backend.set_replica_load(activator.clone());
         let prometheus = settings
             .prometheus
