@@ -193,19 +193,21 @@ impl Balancer {
         choice: &Choice<'_>,
         gate: Option<&Arc<Gate>>,
     ) -> Pick {
-        let members = {
-            let set = endpoints.borrow();
-            if set.is_empty() {
-                return Pick::Empty;
-            }
-            let members = self.members.load_full();
-            // Sets share their endpoint list until the backend publishes a new one, so this
-            // is a pointer comparison on the hot path.
-            if members.set == *set {
-                members
-            } else {
-                self.rebuild(&set)
-            }
+        // The set stays borrowed (read-locked) until the chosen replica's count is taken: a
+        // backend that takes the replica out of the set (a write) and then waits for its
+        // in-flight count to reach zero either sees this request counted, or published first
+        // and this request sees the new set. So a replica chosen to stop gets no new request.
+        let set = endpoints.borrow();
+        if set.is_empty() {
+            return Pick::Empty;
+        }
+        let members = self.members.load_full();
+        // Sets share their endpoint list until the backend publishes a new one, so this is a
+        // pointer comparison on the hot path.
+        let members = if members.set == *set {
+            members
+        } else {
+            self.rebuild(&set)
         };
         let replicas = &members.replicas[..];
         let found = choice
@@ -216,6 +218,7 @@ impl Balancer {
                 r.health.available() && !tried(choice, r) && r.try_acquire(choice.limit)
             })
             .or_else(|| policy::choose(replicas, choice, &self.next));
+        drop(set);
         match found {
             Some(i) => Pick::Ready(ReplicaGuard {
                 replica: replicas[i].clone(),
