@@ -101,3 +101,34 @@ async fn a_post_that_reached_a_replica_is_not_sent_again_but_a_get_is() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_ejected_replica_is_probed_and_comes_back_when_it_listens_again() {
+    bounded(async {
+        let live = Upstream::start().await;
+        let dead = dead_addr().await;
+        let set = EndpointSet::new(vec![
+            Endpoint {
+                replica: ReplicaId::new("m-1"),
+                addr: dead,
+            },
+            Endpoint {
+                replica: ReplicaId::new("m-2"),
+                addr: live.addr,
+            },
+        ]);
+        let (tx, _) = watch::channel(set);
+        let h = Harness::start(vec![route(deployment("m", |_| {}), &tx)]).await;
+        while !metrics(&h).contains(r#"lull_activator_ejections_total{deployment="m"} 1"#) {
+            assert_eq!(h.get("/m/x", None).await.status, StatusCode::OK);
+        }
+        // The replica comes back on its address; the prober's TCP connect finds it, and round
+        // robin sends to it again.
+        let back = Upstream::start_on(dead).await;
+        while back.requests() == 0 {
+            assert_eq!(h.get("/m/x", None).await.status, StatusCode::OK);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}

@@ -86,6 +86,14 @@ impl Upstream {
         Self::serve(listener)
     }
 
+    /// A replica on `addr` (one that was free a moment ago).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind the replica's address");
+        Self::serve(listener)
+    }
+
     fn serve(listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("replica address");
         let (seen_tx, seen) = mpsc::unbounded_channel();
