@@ -14,7 +14,8 @@
 //! (admission layers, with `admit` their shared future), `balance` (which replica, with its
 //! `policy` and `sticky` sessions), `concurrency` (waiting for a replica below its limit),
 //! `parking` (waiting for a replica at all), `health` (ejecting replicas that fail, probing
-//! them back), `pool` and `connect` (connections to replicas), `forward` (sending one request),
+//! them back), `lobby` (where a new connection's first request waits for a cold deployment
+//! before hyper holds any buffer for it, with `prefixed` giving hyper back what it read), `pool` and `connect` (connections to replicas), `forward` (sending one request),
 //! `retry` (when to send it again), `timeout` (idle and total limits on bodies), `upgrade`
 //! (protocol switches), `body` and `stats` (accounting until the response ends), `access` (the
 //! access log), `response` (the activator's own JSON answers), `proxy` (the tower stack that
@@ -31,9 +32,11 @@ mod concurrency;
 mod connect;
 mod forward;
 mod health;
+mod lobby;
 mod metrics;
 mod parking;
 mod pool;
+mod prefixed;
 mod proxy;
 mod ratelimit;
 mod response;

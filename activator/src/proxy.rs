@@ -67,6 +67,19 @@ pub(crate) struct Client {
     pub peer: Peer,
     /// What all connections share.
     pub shared: Arc<Shared>,
+    /// When the connection's first request began to wait in the lobby, if it did.
+    lobby: Option<Instant>,
+    /// Whether the first request has been taken (and with it the lobby's wait).
+    first_taken: AtomicBool,
+}
+
+impl Client {
+    /// When the request now arriving began to wait in the lobby: only the connection's first
+    /// request can have.
+    fn parked_since(&self) -> Option<Instant> {
+        self.lobby
+            .filter(|_| !self.first_taken.swap(true, Ordering::Relaxed))
+    }
 }
 
 /// A routed request on its way down the stack.
@@ -84,6 +97,8 @@ pub(crate) struct Call {
     pub client: Arc<Client>,
     /// Its access log line, when the log is on.
     pub access: Option<Box<Entry>>,
+    /// When it began to wait in the lobby, if it did.
+    pub parked_since: Option<Instant>,
 }
 
 /// A request a layer refused before dispatch.
@@ -192,13 +207,16 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    /// The service for a connection from `peer`.
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+    /// The service for a connection from `peer` whose first request waited in the lobby
+    /// since `parked_since`, if it did.
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr, parked_since: Option<Instant>) -> Self {
         let stack = AuthLayer.layer(RateLimitLayer.layer(Dispatch));
         Self {
             client: Arc::new(Client {
                 peer: Peer::new(peer),
                 shared,
+                lobby: parked_since,
+                first_taken: AtomicBool::new(false),
             }),
             stack,
         }
@@ -254,6 +272,7 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
                 parts,
                 body: Some(body),
                 path,
+                parked_since: self.client.parked_since(),
                 client: self.client.clone(),
                 access,
             }),
@@ -373,6 +392,7 @@ async fn exchange(
         ref mut body,
         ref mut path,
         ref client,
+        parked_since,
         ..
     } = *call;
     if !target.enabled {
@@ -400,9 +420,10 @@ async fn exchange(
     forward::prepare(parts, path.take(), peer, upgrade.as_ref())?;
 
     let mut tried: Vec<Arc<Replica>> = Vec::new();
-    let mut queue_deadline = None;
+    // A request that waited in the lobby has waited part of its time in the queue already.
+    let mut queue_deadline = parked_since.map(|since| since + target.queue_timeout);
     let first = choice(target, peer, affinity, &[]);
-    let mut replica = acquire(target, tracker, &first, &mut queue_deadline).await?;
+    let mut replica = acquire(target, tracker, &first, &mut queue_deadline, parked_since).await?;
     // The total timeout counts from here: time in the queue is not the replica's.
     tracker.forwarding();
     let deadline = limits.total.map(|total| Instant::now() + total);
@@ -462,7 +483,7 @@ async fn exchange(
         drop(replica);
         request = Some(next);
         let again = choice(target, peer, affinity, &tried);
-        replica = acquire(target, tracker, &again, &mut queue_deadline).await?;
+        replica = acquire(target, tracker, &again, &mut queue_deadline, None).await?;
     }
 }
 
@@ -501,20 +522,32 @@ fn connect_failed(target: &Target, replica: &Arc<Replica>) {
 }
 
 /// A replica for `choice`: at once when one can take the request, else after waiting.
+/// `parked_since` is when the request began to wait for a cold start in the lobby, if it did.
 async fn acquire(
     target: &Target,
     tracker: &Tracker,
     choice: &Choice<'_>,
     queue_deadline: &mut Option<Instant>,
+    parked_since: Option<Instant>,
 ) -> Result<ReplicaGuard, parking::Error> {
     let state = &target.state;
     let gate = (target.concurrency > 0).then_some(&state.gate);
     if let Pick::Ready(replica) = state.balancer.pick(&target.endpoints, choice, gate) {
+        if let Some(since) = parked_since {
+            tracker.cold_start(since.elapsed());
+        }
         return Ok(replica);
     }
     // Boxed so the request's future stays small: it is allocated whole for every request, and
     // warm requests would carry the waiting stage's space unused.
-    Box::pin(wait_for_replica(target, tracker, choice, queue_deadline)).await
+    Box::pin(wait_for_replica(
+        target,
+        tracker,
+        choice,
+        queue_deadline,
+        parked_since,
+    ))
+    .await
 }
 
 /// Waits for a replica to become ready (parked while the deployment is cold) or to come below
@@ -524,14 +557,15 @@ async fn wait_for_replica(
     tracker: &Tracker,
     choice: &Choice<'_>,
     queue_deadline: &mut Option<Instant>,
+    parked_since: Option<Instant>,
 ) -> Result<ReplicaGuard, parking::Error> {
     let state = &target.state;
     let gate = (target.concurrency > 0).then_some(&state.gate);
-    let since = Instant::now();
+    let since = parked_since.unwrap_or_else(Instant::now);
     // One deadline for the whole request, however often it waits.
     let deadline = *queue_deadline.get_or_insert(since + target.queue_timeout);
     let mut endpoints = target.endpoints.clone();
-    let mut cold = false;
+    let mut cold = parked_since.is_some();
     loop {
         match state.balancer.pick(&endpoints, choice, gate) {
             Pick::Ready(replica) => {

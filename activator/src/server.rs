@@ -12,8 +12,11 @@
 //! ([`worker`]).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io::ErrorKind;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::lobby::{self, Admitted};
 use crate::proxy::{Proxy, Shared};
 use crate::ratelimit;
 
@@ -87,7 +91,7 @@ pub(crate) mod worker {
 #[derive(Clone)]
 struct Context {
     shared: Arc<Shared>,
-    builder: auto::Builder<TokioExecutor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     /// Cancelled when serving stops: workers stop accepting.
     shutdown: CancellationToken,
     /// Cancelled after `shutdown`: connections finish their requests and close.
@@ -131,7 +135,7 @@ pub(crate) async fn serve(
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let context = Context {
         shared: shared.clone(),
-        builder,
+        builder: Arc::new(builder),
         shutdown: shutdown.clone(),
         draining: CancellationToken::new(),
         abort: CancellationToken::new(),
@@ -254,18 +258,44 @@ async fn accept(listener: TcpListener, context: &Context) {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
-        let service = Proxy::new(context.shared.clone(), peer);
-        let connection = context
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let (shared, builder) = (context.shared.clone(), context.builder.clone());
         let (draining, abort) = (draining.clone(), abort.clone());
         context.connections.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let ended = tokio::select! {
+            let Some(admitted) =
+                lobby::enter(stream, &shared, HEADER_READ_TIMEOUT, &draining, &abort).await
+            else {
+                return;
+            };
+            let Admitted {
+                io,
+                replayed,
+                parked_since,
+            } = admitted;
+            let service = Proxy::new(shared, peer, parked_since);
+            // Boxed: a connection waiting in the lobby then costs no room for hyper's state.
+            let mut connection = Box::pin(
+                builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .into_owned(),
+            );
+            // hyper takes a connection that has read nothing for idle, and a graceful stop
+            // would close it with the request the lobby read unanswered: let it read first.
+            let ended = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
+                Poll::Ready(ended) => Poll::Ready(Some(ended)),
+                Poll::Pending if replayed.load(Ordering::Acquire) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            });
+            let ended = match tokio::select! {
                 biased;
-                ended = connection.as_mut() => Some(ended),
-                () = draining.cancelled() => None,
+                ended = ended => ended,
+                () = abort.cancelled() => return,
+            } {
+                Some(ended) => Some(ended),
+                None => tokio::select! {
+                    biased;
+                    ended = connection.as_mut() => Some(ended),
+                    () = draining.cancelled() => None,
+                },
             };
             let ended = match ended {
                 Some(ended) => ended,
