@@ -4,8 +4,8 @@
 //! The bound is loose on purpose: this unoptimised test build holds the client's side of every
 //! request in the same process. Measured on an optimised build with the client in another
 //! process, a parked HTTP/2 request costs the activator about 4-5 KiB (40-50 MiB for ten
-//! thousand); a parked HTTP/1.1 request about 22 KiB, 16 KiB of which are the read and write
-//! buffers hyper gives every HTTP/1.1 connection.
+//! thousand); a parked HTTP/1.1 request on a new connection waits in the lobby before hyper
+//! sees it and costs about 1.7 KiB (`benches/parked_rss.sh`).
 
 mod common;
 
