@@ -9,7 +9,8 @@
 #                direct fixture through an upstream with `keepalive 64`, HTTP/1.1 and
 #                `Connection ""` (the usual production reverse-proxy setup).
 # Then it runs wrk against each in turn with the same settings (keep-alive, fixed connections,
-# DURATION each, one warm-up second first) and prints requests/s, p50 and p99 for each, the
+# DURATION each, one warm-up second first), first with CONNECTIONS connections (throughput),
+# then with one (latency of the hop alone), and prints requests/s, p50 and p99 for each, the
 # ratios activator/nginx and activator/direct, and the p50 the activator adds over direct.
 # Everything it starts is stopped by pid when it exits, however it exits.
 #
@@ -142,11 +143,11 @@ EOF
 PIDS+=($!)
 wait_ok "http://127.0.0.1:$NGINX_PORT/health" "nginx"
 
-# Runs wrk on $1 and prints "rps p50_us p99_us".
+# Runs wrk on $2 with $1 connections and prints "rps p50_us p99_us".
 measure() {
-    local url="$1" out
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d1s "$url" >/dev/null
-    out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")"
+    local connections="$1" url="$2" out
+    wrk -t"$THREADS" -c"$connections" -d1s "$url" >/dev/null
+    out="$(wrk -t"$THREADS" -c"$connections" -d"$DURATION" --latency "$url")"
     if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
         echo "errors while loading $url:" >&2
         echo "$out" >&2
@@ -165,25 +166,35 @@ print(f"{rps:.0f} {p50:.0f} {p99:.0f}")
 PY
 }
 
-read -r D_RPS D_P50 D_P99 <<<"$(measure "http://127.0.0.1:$DIRECT_PORT/predict")"
-read -r A_RPS A_P50 A_P99 <<<"$(measure "http://$LISTEN/bench/predict")"
-read -r N_RPS N_P50 N_P99 <<<"$(measure "http://127.0.0.1:$NGINX_PORT/predict")"
+DIRECT_URL="http://127.0.0.1:$DIRECT_PORT/predict"
+ACTIVATOR_URL="http://$LISTEN/bench/predict"
+NGINX_URL="http://127.0.0.1:$NGINX_PORT/predict"
+# Throughput: enough connections to keep every process busy.
+read -r D_RPS D_P50 D_P99 <<<"$(measure "$CONNECTIONS" "$DIRECT_URL")"
+read -r A_RPS A_P50 A_P99 <<<"$(measure "$CONNECTIONS" "$ACTIVATOR_URL")"
+read -r N_RPS N_P50 N_P99 <<<"$(measure "$CONNECTIONS" "$NGINX_URL")"
+# Latency of the hop itself: one connection, so no request queues behind another and the
+# difference to direct is what the proxy adds, not the time spent waiting for a busy core.
+read -r D1_RPS D1_P50 D1_P99 <<<"$(measure 1 "$DIRECT_URL")"
+read -r A1_RPS A1_P50 A1_P99 <<<"$(measure 1 "$ACTIVATOR_URL")"
+read -r N1_RPS N1_P50 N1_P99 <<<"$(measure 1 "$NGINX_URL")"
 
 echo
 echo "machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
 echo "date:    $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "load:    wrk -t$THREADS -c$CONNECTIONS -d$DURATION, keep-alive, GET /predict (fixture --work 0ms)"
+echo "load:    wrk -t$THREADS -d$DURATION, keep-alive, GET /predict (fixture --work 0ms); -c$CONNECTIONS, then -c1"
 echo "nginx:   $("$NGINX" -v 2>&1 | cut -d/ -f2), worker_processes auto, upstream keepalive 64"
 echo
-printf '%-10s %10s %10s %10s\n' "" "req/s" "p50 (us)" "p99 (us)"
-printf '%-10s %10s %10s %10s\n' direct "$D_RPS" "$D_P50" "$D_P99"
-printf '%-10s %10s %10s %10s\n' activator "$A_RPS" "$A_P50" "$A_P99"
-printf '%-10s %10s %10s %10s\n' nginx "$N_RPS" "$N_P50" "$N_P99"
+printf '%-10s %10s %10s %10s   %10s %10s %10s\n' "" "req/s" "p50 (us)" "p99 (us)" "1c req/s" "1c p50" "1c p99"
+printf '%-10s %10s %10s %10s   %10s %10s %10s\n' direct "$D_RPS" "$D_P50" "$D_P99" "$D1_RPS" "$D1_P50" "$D1_P99"
+printf '%-10s %10s %10s %10s   %10s %10s %10s\n' activator "$A_RPS" "$A_P50" "$A_P99" "$A1_RPS" "$A1_P50" "$A1_P99"
+printf '%-10s %10s %10s %10s   %10s %10s %10s\n' nginx "$N_RPS" "$N_P50" "$N_P99" "$N1_RPS" "$N1_P50" "$N1_P99"
 echo
-python3 - "$A_RPS" "$N_RPS" "$D_RPS" "$A_P50" "$D_P50" <<'PY'
+python3 - "$A_RPS" "$N_RPS" "$D_RPS" "$A_P50" "$D_P50" "$A1_P50" "$N1_P50" "$D1_P50" <<'PY'
 import sys
-a, n, d, ap50, dp50 = map(float, sys.argv[1:])
-print(f"activator/nginx throughput:  {a / n:.2f}  (goal >= 1.00)")
-print(f"activator/direct throughput: {a / d:.2f}")
-print(f"p50 added over direct:       {ap50 - dp50:.0f} us  (goal <= 100 us)")
+a, n, d, ap50, dp50, a1, n1, d1 = map(float, sys.argv[1:])
+print(f"activator/nginx throughput:        {a / n:.2f}  (goal >= 1.00)")
+print(f"activator/direct throughput:       {a / d:.2f}")
+print(f"p50 added over direct, 1 conn:     activator {a1 - d1:.0f} us, nginx {n1 - d1:.0f} us  (goal <= 100 us)")
+print(f"p50 added over direct, under load: {ap50 - dp50:.0f} us (mostly queueing behind busy cores)")
 PY

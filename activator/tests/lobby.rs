@@ -88,30 +88,6 @@ async fn many_cold_requests_wait_counted_as_parked_and_are_all_answered() {
 }
 
 #[tokio::test]
-async fn a_client_that_leaves_while_parked_frees_its_place() {
-    bounded(async {
-        let up = Upstream::start().await;
-        let (tx, _) = watch::channel(EndpointSet::default());
-        let m = deployment("m", |s| s.activator.queue_capacity = 1);
-        let h = Harness::start(vec![route(m, &tx)]).await;
-
-        let gone = send(&h, GET).await;
-        parked(&h, "m", 1).await;
-        drop(gone);
-        parked(&h, "m", 0).await;
-
-        // Its place is free: the next request parks rather than meeting a full queue.
-        let next = send(&h, GET).await;
-        parked(&h, "m", 1).await;
-        tx.send_replace(up.endpoints("m-1"));
-        let answer = answer(next).await;
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert_eq!(up.requests(), 1);
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn a_request_body_sent_with_the_head_reaches_the_replica_whole() {
     bounded(async {
         let up = Upstream::start().await;
