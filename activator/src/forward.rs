@@ -12,7 +12,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -383,14 +383,22 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `X-Forwarded-Host` unless a proxy in front of lull (which may have terminated TLS) set them:
 /// the replica must build links with the scheme and host the client used.
 fn forwarded_headers(headers: &mut HeaderMap, host: Option<&HeaderValue>, peer: &Peer) {
-    let chain = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(prior)) if !prior.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prior}, {}", peer.ip)).ok()
+    // One lookup whether or not a proxy in front set it: most requests come without it.
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(entry) => {
+            entry.insert(peer.forwarded_for.clone());
         }
-        _ => Some(peer.forwarded_for.clone()),
-    };
-    if let Some(chain) = chain {
-        headers.insert(X_FORWARDED_FOR, chain);
+        Entry::Occupied(mut entry) => {
+            let chain = match entry.get().to_str() {
+                Ok(prior) if !prior.trim().is_empty() => {
+                    HeaderValue::from_str(&format!("{prior}, {}", peer.ip)).ok()
+                }
+                _ => Some(peer.forwarded_for.clone()),
+            };
+            if let Some(chain) = chain {
+                entry.insert(chain);
+            }
+        }
     }
     headers
         .entry(X_FORWARDED_PROTO)
