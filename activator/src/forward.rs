@@ -12,7 +12,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -204,13 +204,21 @@ pub(crate) fn prepare(
     peer: &Peer,
     upgrade: Option<&HeaderValue>,
 ) -> Result<()> {
-    let host = match parts.headers.get(header::HOST) {
-        Some(host) => Some(host.clone()),
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    // Keep the client's Host: model servers that build URLs or route virtual hosts see the
+    // name the client asked for, not the replica's address. A single Host header is that
+    // already and is left in place (setting it again costs a lookup per request); several
+    // are cut to the first.
+    let (host, set_host) = match hosts.next() {
+        Some(host) => (Some(host.clone()), hosts.next().is_some()),
         // HTTP/2 names the host in the target's authority.
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        None => (
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            true,
+        ),
     };
     if let Some(path) = path {
         parts.uri = Uri::try_from(path).map_err(Error::Target)?;
@@ -229,7 +237,10 @@ pub(crate) fn prepare(
     }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    forwarded_headers(&mut parts.headers, host, peer);
+    forwarded_headers(&mut parts.headers, host.as_ref(), peer);
+    if set_host && let Some(host) = host {
+        parts.headers.insert(header::HOST, host);
+    }
     if let Some(protocol) = upgrade {
         parts
             .headers
@@ -273,15 +284,15 @@ pub(crate) async fn send(
         let Some(request) = slot.take() else {
             break;
         };
-        match tokio::time::timeout_at(at, sender.try_send_request(request)).await {
-            Ok(Ok(response)) => return Ok((response, sender)),
-            Ok(Err(mut failed)) => match failed.take_message() {
+        match sender.send(request, at).await {
+            Some(Ok(response)) => return Ok((response, sender)),
+            Some(Err(mut failed)) => match failed.take_message() {
                 // The connection was closed before the request was written (an idle
                 // connection the replica had just closed): nothing was sent.
                 Some(unsent) => *slot = Some(unsent),
                 None => return Err(classify(failed.into_error(), addr, limits)),
             },
-            Err(_) => {
+            None => {
                 return Err(match deadline.total {
                     Some(total) if total <= deadline.response_header => Error::Total {
                         timeout: limits.total.unwrap_or_default(),
@@ -371,15 +382,23 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the client to `X-Forwarded-For`, and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` unless a proxy in front of lull (which may have terminated TLS) set them:
 /// the replica must build links with the scheme and host the client used.
-fn forwarded_headers(headers: &mut HeaderMap, host: Option<HeaderValue>, peer: &Peer) {
-    let chain = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(prior)) if !prior.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prior}, {}", peer.ip)).ok()
+fn forwarded_headers(headers: &mut HeaderMap, host: Option<&HeaderValue>, peer: &Peer) {
+    // One lookup whether or not a proxy in front set it: most requests come without it.
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(entry) => {
+            entry.insert(peer.forwarded_for.clone());
         }
-        _ => Some(peer.forwarded_for.clone()),
-    };
-    if let Some(chain) = chain {
-        headers.insert(X_FORWARDED_FOR, chain);
+        Entry::Occupied(mut entry) => {
+            let chain = match entry.get().to_str() {
+                Ok(prior) if !prior.trim().is_empty() => {
+                    HeaderValue::from_str(&format!("{prior}, {}", peer.ip)).ok()
+                }
+                _ => Some(peer.forwarded_for.clone()),
+            };
+            if let Some(chain) = chain {
+                entry.insert(chain);
+            }
+        }
     }
     headers
         .entry(X_FORWARDED_PROTO)
@@ -388,9 +407,6 @@ fn forwarded_headers(headers: &mut HeaderMap, host: Option<HeaderValue>, peer: &
         headers
             .entry(X_FORWARDED_HOST)
             .or_insert_with(|| host.clone());
-        // Keep the client's Host: model servers that build URLs or route virtual hosts see
-        // the name the client asked for, not the replica's address.
-        headers.insert(header::HOST, host);
     }
 }
 
@@ -432,13 +448,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         forwarded_headers(
             &mut headers,
-            Some(HeaderValue::from_static("a.example")),
+            Some(&HeaderValue::from_static("a.example")),
             &origin,
         );
         assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.7");
         assert_eq!(headers[X_FORWARDED_PROTO], "http");
         assert_eq!(headers[X_FORWARDED_HOST], "a.example");
-        assert_eq!(headers[header::HOST], "a.example");
 
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
@@ -446,7 +461,7 @@ mod tests {
         headers.insert(X_FORWARDED_HOST, HeaderValue::from_static("public.example"));
         forwarded_headers(
             &mut headers,
-            Some(HeaderValue::from_static("inner")),
+            Some(&HeaderValue::from_static("inner")),
             &origin,
         );
         assert_eq!(headers[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
@@ -470,10 +485,22 @@ mod tests {
         assert_eq!(parts.headers[header::UPGRADE], "websocket");
         assert_eq!(parts.headers[header::CONNECTION], "upgrade");
 
-        let (mut parts, ()) = Request::get("/m/x").body(()).expect("request").into_parts();
+        let (mut parts, ()) = Request::get("/m/x")
+            .header(header::HOST, "a.example")
+            .header(header::HOST, "b.example")
+            .body(())
+            .expect("request")
+            .into_parts();
         prepare(&mut parts, Some("/x?y".to_owned()), &peer, None).expect("prepared");
         assert_eq!(parts.uri, "/x?y");
         assert!(!parts.headers.contains_key(header::UPGRADE));
+        let hosts: Vec<_> = parts.headers.get_all(header::HOST).iter().collect();
+        assert_eq!(
+            hosts,
+            ["a.example"],
+            "several Host headers are cut to the first"
+        );
+        assert_eq!(parts.headers[X_FORWARDED_HOST], "a.example");
     }
 
     #[test]

@@ -342,37 +342,42 @@ struct Forwarded {
     deadline: Option<Instant>,
 }
 
-async fn dispatch(mut call: Call) -> Result<Response<ResponseBody>, Error> {
-    let mut tracker = call.target.state.stats.arrive();
-    let mut attempts = 0;
-    // The call is borrowed rather than moved into the exchange: the request's head and body
-    // then live once in this future (which every request allocates) instead of once per level.
-    let result = exchange(&mut call, &mut tracker, &mut attempts).await;
-    let Call {
-        target,
-        client,
-        mut access,
-        ..
-    } = call;
-    if let Some(entry) = &mut access {
-        entry.attempts = attempts;
-    }
-    Ok(match result {
-        Ok(forwarded) => respond(&target, &client, tracker, forwarded, access),
-        Err(error) => {
-            if let Failure::Forward(e) = &error {
-                tracing::debug!(deployment = %target.key, error = %e, "forwarding failed");
-            }
-            let response = error_response(&error);
-            tracker.answered(response.status(), false);
-            target.state.stats.rejected(error.code());
-            if let Some(mut entry) = access {
-                entry.status = response.status();
-                entry.log("failed");
-            }
-            response
+// Not an `async fn`: that would keep its argument twice in the future, once as passed and once
+// as its local, and every request allocates this future.
+#[expect(clippy::manual_async_fn)]
+fn dispatch(mut call: Call) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send {
+    async move {
+        let mut tracker = call.target.state.stats.arrive();
+        let mut attempts = 0;
+        // The call is borrowed rather than moved into the exchange: the request's head and body
+        // then live once in this future (which every request allocates) instead of once per level.
+        let result = exchange(&mut call, &mut tracker, &mut attempts).await;
+        let Call {
+            target,
+            client,
+            mut access,
+            ..
+        } = call;
+        if let Some(entry) = &mut access {
+            entry.attempts = attempts;
         }
-    })
+        Ok(match result {
+            Ok(forwarded) => respond(&target, &client, tracker, forwarded, access),
+            Err(error) => {
+                if let Failure::Forward(e) = &error {
+                    tracing::debug!(deployment = %target.key, error = %e, "forwarding failed");
+                }
+                let response = error_response(&error);
+                tracker.answered(response.status(), false);
+                target.state.stats.rejected(error.code());
+                if let Some(mut entry) = access {
+                    entry.status = response.status();
+                    entry.log("failed");
+                }
+                response
+            }
+        })
+    }
 }
 
 /// A request head with nothing in it, to take a head's place once it is sent on.
@@ -381,18 +386,139 @@ fn blank() -> Parts {
 }
 
 /// Picks a replica (waiting as needed), forwards the request, and retries what may be retried.
+///
+/// What it keeps across its waits is kept small: this future is part of the one every request
+/// allocates, so heads and bodies are moved in plain functions rather than held in it.
 async fn exchange(
     call: &mut Call,
     tracker: &mut Tracker,
     attempts: &mut u32,
 ) -> Result<Forwarded, Failure> {
+    let Prepared {
+        affinity,
+        client_upgrade,
+        upgrading,
+    } = prepare(call)?;
     let Call {
         ref target,
         ref mut parts,
         ref mut body,
-        ref mut path,
         ref client,
         parked_since,
+        ..
+    } = *call;
+    let peer = &client.peer;
+    let limits = &target.limits;
+    let mut tried: Vec<Arc<Replica>> = Vec::new();
+    // A request that waited in the lobby has waited part of its time in the queue already.
+    let mut queue_deadline = parked_since.map(|since| since + target.queue_timeout);
+    let mut replica = acquire(
+        target,
+        tracker,
+        &choice(target, peer, affinity, &[]),
+        &mut queue_deadline,
+        parked_since,
+    )
+    .await?;
+    // The total timeout counts from here: time in the queue is not the replica's.
+    tracker.forwarding();
+    let deadline = limits.total.map(|total| Instant::now() + total);
+    let (request, replay) = outgoing(parts, body, limits, deadline, upgrading);
+    let mut request = Some(request);
+    loop {
+        *attempts += 1;
+        let head = HeadDeadline {
+            response_header: Instant::now() + limits.response_header,
+            total: deadline,
+        };
+        // Boxed: apart, this future and the request's stay within the sizes glibc's per-thread
+        // cache serves (1,032 bytes), which costs less than one allocation of both.
+        let sending = Box::pin(forward::send(replica.replica(), &mut request, limits, head));
+        // What a failed attempt leaves is handled in a plain function, so none of it takes
+        // space in this future while the next attempt waits for a replica.
+        request = Some(match sending.await {
+            Ok((response, conn)) => {
+                replica.replica().health.connected();
+                return Ok(Forwarded {
+                    response,
+                    replica,
+                    conn,
+                    client_upgrade,
+                    affinity,
+                    deadline,
+                });
+            }
+            Err(error) => retry_after(
+                target,
+                replica.replica(),
+                error,
+                request.take(),
+                replay.as_deref(),
+                *attempts,
+            )?,
+        });
+        tried.push(replica.replica().clone());
+        drop(replica);
+        replica = acquire(
+            target,
+            tracker,
+            &choice(target, peer, affinity, &tried),
+            &mut queue_deadline,
+            None,
+        )
+        .await?;
+    }
+}
+
+/// The request for the next attempt after one on `replica` failed with `error`, or the failure
+/// to answer with.
+fn retry_after(
+    target: &Target,
+    replica: &Arc<Replica>,
+    error: forward::Error,
+    unsent: Option<Request<RequestBody>>,
+    replay: Option<&Replay>,
+    attempts: u32,
+) -> Result<Request<RequestBody>, Failure> {
+    if matches!(error, forward::Error::Connect { .. }) {
+        connect_failed(target, replica);
+    }
+    let next = if attempts < MAX_ATTEMPTS {
+        retry::next(error.retry(), unsent, replay)
+    } else {
+        None
+    };
+    let Some(next) = next else {
+        return Err(error.into());
+    };
+    tracing::debug!(
+        deployment = %target.key,
+        replica = %replica.id(),
+        %error,
+        "retrying on another replica"
+    );
+    target.state.stats.retried();
+    Ok(next)
+}
+
+/// What [`prepare`] found in a request's head.
+struct Prepared {
+    /// The replica the client's affinity cookie names.
+    affinity: Option<u64>,
+    /// The client's side of a protocol switch it asked for.
+    client_upgrade: Option<OnUpgrade>,
+    /// Whether it asks for a protocol switch.
+    upgrading: bool,
+}
+
+/// Checks the call before it waits for a replica, and turns its head into the one a replica
+/// gets.
+fn prepare(call: &mut Call) -> Result<Prepared, Failure> {
+    let Call {
+        ref target,
+        ref mut parts,
+        ref mut path,
+        ref client,
         ..
     } = *call;
     if !target.enabled {
@@ -401,14 +527,10 @@ async fn exchange(
         }
         .into());
     }
-    let limits = target.limits;
-    if forward::declared_too_large(&parts.headers, limits.max_request_body) {
-        return Err(forward::Error::BodyTooLarge {
-            limit: limits.max_request_body,
-        }
-        .into());
+    let limit = target.limits.max_request_body;
+    if forward::declared_too_large(&parts.headers, limit) {
+        return Err(forward::Error::BodyTooLarge { limit }.into());
     }
-    let peer = &client.peer;
     let affinity = target
         .sticky
         .as_ref()
@@ -417,16 +539,23 @@ async fn exchange(
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
-    forward::prepare(parts, path.take(), peer, upgrade.as_ref())?;
+    forward::prepare(parts, path.take(), &client.peer, upgrade.as_ref())?;
+    Ok(Prepared {
+        affinity,
+        client_upgrade,
+        upgrading: upgrade.is_some(),
+    })
+}
 
-    let mut tried: Vec<Arc<Replica>> = Vec::new();
-    // A request that waited in the lobby has waited part of its time in the queue already.
-    let mut queue_deadline = parked_since.map(|since| since + target.queue_timeout);
-    let first = choice(target, peer, affinity, &[]);
-    let mut replica = acquire(target, tracker, &first, &mut queue_deadline, parked_since).await?;
-    // The total timeout counts from here: time in the queue is not the replica's.
-    tracker.forwarding();
-    let deadline = limits.total.map(|total| Instant::now() + total);
+/// The request to send, taken from the call's head and body, and its copy for a replay when it
+/// may be replayed.
+fn outgoing(
+    parts: &mut Parts,
+    body: &mut Option<Incoming>,
+    limits: &forward::Limits,
+    deadline: Option<Instant>,
+    upgrading: bool,
+) -> (Request<RequestBody>, Option<Box<Replay>>) {
     let body = match body.take() {
         Some(body) => RequestBody::client(
             body,
@@ -439,52 +568,10 @@ async fn exchange(
         None => RequestBody::Empty,
     };
     let head = std::mem::replace(parts, blank());
-    let replay = Replay::of(&head, &body, upgrade.is_some());
-    let mut request = Some(Request::from_parts(head, body));
-    loop {
-        *attempts += 1;
-        let head = HeadDeadline {
-            response_header: Instant::now() + limits.response_header,
-            total: deadline,
-        };
-        let error = match forward::send(replica.replica(), &mut request, &limits, head).await {
-            Ok((response, conn)) => {
-                replica.replica().health.connected();
-                return Ok(Forwarded {
-                    response,
-                    replica,
-                    conn,
-                    client_upgrade,
-                    affinity,
-                    deadline,
-                });
-            }
-            Err(error) => error,
-        };
-        if matches!(error, forward::Error::Connect { .. }) {
-            connect_failed(target, replica.replica());
-        }
-        let next = if *attempts < MAX_ATTEMPTS {
-            retry::next(error.retry(), request.take(), replay.as_ref())
-        } else {
-            None
-        };
-        let Some(next) = next else {
-            return Err(error.into());
-        };
-        tracing::debug!(
-            deployment = %target.key,
-            replica = %replica.replica().id(),
-            %error,
-            "retrying on another replica"
-        );
-        target.state.stats.retried();
-        tried.push(replica.replica().clone());
-        drop(replica);
-        request = Some(next);
-        let again = choice(target, peer, affinity, &tried);
-        replica = acquire(target, tracker, &again, &mut queue_deadline, None).await?;
-    }
+    // Boxed: only requests that may be replayed carry a copy, and the others keep the
+    // request's future small.
+    let replay = Replay::of(&head, &body, upgrading).map(Box::new);
+    (Request::from_parts(head, body), replay)
 }
 
 fn choice<'a>(
