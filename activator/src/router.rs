@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use http::StatusCode;
@@ -23,28 +22,7 @@ const MAX_ECHOED: usize = 200;
 /// The route maps: every request probes them, and their keys come from the specs, not from
 /// clients, so they hash with FNV-1a rather than std's flooding-resistant SipHash, which costs
 /// several times more per probe of a short key.
-type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<Fnv>>;
-
-/// 64-bit FNV-1a.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+type HashMap<K, V> = fnv::FnvHashMap<K, V>;
 
 /// Errors of routing.
 #[derive(Debug, thiserror::Error)]
