@@ -31,6 +31,8 @@ use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use crate::access::Entry;
 use crate::auth::{self, Auth, AuthLayer};
@@ -226,7 +228,7 @@ impl Proxy {
 impl hyper::service::Service<Request<Incoming>> for Proxy {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Answer<<Stack as Service<Call>>::Future>;
+    type Future = Answer<Instrumented<<Stack as Service<Call>>::Future>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let table = self.client.shared.table.load();
@@ -266,16 +268,26 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
         // called without `poll_ready`; cloning it clones no state.
         let mut stack = self.stack.clone();
         let (parts, body) = request.into_parts();
+        // Disabled unless debug logging is on for lull, and then nearly free: everything the
+        // request logs on its way carries where it was going.
+        let span = tracing::debug_span!(
+            "request",
+            deployment = %target.key,
+            method = %parts.method,
+            path = parts.uri.path(),
+        );
         Answer::Running {
-            future: stack.call(Call {
-                target,
-                parts,
-                body: Some(body),
-                path,
-                parked_since: self.client.parked_since(),
-                client: self.client.clone(),
-                access,
-            }),
+            future: stack
+                .call(Call {
+                    target,
+                    parts,
+                    body: Some(body),
+                    path,
+                    parked_since: self.client.parked_since(),
+                    client: self.client.clone(),
+                    access,
+                })
+                .instrument(span),
         }
     }
 }
@@ -361,11 +373,11 @@ fn dispatch(mut call: Call) -> impl Future<Output = Result<Response<ResponseBody
         if let Some(entry) = &mut access {
             entry.attempts = attempts;
         }
-        Ok(match result {
+        let response = match result {
             Ok(forwarded) => respond(&target, &client, tracker, forwarded, access),
             Err(error) => {
                 if let Failure::Forward(e) = &error {
-                    tracing::debug!(deployment = %target.key, error = %e, "forwarding failed");
+                    tracing::debug!(error = %e, "forwarding failed");
                 }
                 let response = error_response(&error);
                 tracker.answered(response.status(), false);
@@ -376,7 +388,9 @@ fn dispatch(mut call: Call) -> impl Future<Output = Result<Response<ResponseBody
                 }
                 response
             }
-        })
+        };
+        tracing::debug!(status = response.status().as_u16(), attempts, "answered");
+        Ok(response)
     }
 }
 
@@ -700,6 +714,7 @@ fn respond(
         deadline,
     } = forwarded;
     let status = response.status();
+    tracing::debug!(replica = %replica.replica().id(), "forwarded");
     if let Some(entry) = &mut access {
         entry.status = status;
         entry.replica = Some(replica.replica().id().clone());
