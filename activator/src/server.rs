@@ -3,9 +3,12 @@
 //! in-flight and parked requests (and open tunnels) finish.
 //!
 //! Connections are served thread per core: one worker thread per CPU, each with its own
-//! single-threaded tokio runtime, accepting on its own handle of the listening socket. A
-//! connection, the requests on it and the replica connections they use stay on one thread, so
-//! a request never wakes a task on another core and no scheduler steals work. On this
+//! single-threaded tokio runtime. One acceptor hands the accepted connections to the workers in
+//! turn, so they share the connections evenly: when workers accepted for themselves, the first
+//! to wake took whatever arrived, and a few long-lived connections (from a load balancer, or a
+//! benchmark's fixed set) could all land on one core while the other idled. A connection, the
+//! requests on it and the replica connections they use stay on one thread, so a request never
+//! wakes a task on another core and no scheduler steals work. On this
 //! machine's loopback benchmark that costs about a quarter less CPU per request than tokio's
 //! work-stealing runtime. The state the workers share (route table, parking queues, counters)
 //! is behind atomics and short locks, as before; only replica connection pools are per worker
@@ -14,6 +17,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -22,7 +26,8 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -87,13 +92,17 @@ pub(crate) mod worker {
     }
 }
 
+/// Where the acceptor hands a worker its connections.
+type Queue = mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>;
+
+/// A worker's end of its [`Queue`].
+type Incoming = mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
+
 /// What every worker needs.
 #[derive(Clone)]
 struct Context {
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    /// Cancelled when serving stops: workers stop accepting.
-    shutdown: CancellationToken,
     /// Cancelled after `shutdown`: connections finish their requests and close.
     draining: CancellationToken,
     /// Cancelled at the drain timeout: connections are cut.
@@ -136,30 +145,32 @@ pub(crate) async fn serve(
     let context = Context {
         shared: shared.clone(),
         builder: Arc::new(builder),
-        shutdown: shutdown.clone(),
         draining: CancellationToken::new(),
         abort: CancellationToken::new(),
         exit: CancellationToken::new(),
         connections: TaskTracker::new(),
     };
-    let listener = listener.into_std().map_err(Error::Workers)?;
     let mut workers = Workers {
         exit: context.exit.clone(),
         threads: Vec::new(),
     };
+    let mut queues = Vec::with_capacity(shared.workers);
     for index in 0..shared.workers {
-        let listener = listener.try_clone().map_err(Error::Workers)?;
+        let (queue, incoming) = mpsc::unbounded_channel();
         let context = context.clone();
         let thread = std::thread::Builder::new()
             .name(format!("lull-activator-{index}"))
-            .spawn(move || run_worker(index, listener, context))
+            .spawn(move || run_worker(index, incoming, context))
             .map_err(Error::Workers)?;
         workers.threads.push(thread);
+        queues.push(queue);
     }
-    drop(listener);
     let pruning = tokio::spawn(prune_rate_limits(shared.clone(), shutdown.clone()));
 
-    shutdown.cancelled().await;
+    // The listener is closed when this returns: new clients are refused rather than queued.
+    accept(listener, &queues, &shutdown).await;
+    // Workers serve what is queued for them and stop taking connections.
+    drop(queues);
     pruning.abort();
     tracing::info!(
         connections = context.connections.len(),
@@ -203,8 +214,9 @@ pub(crate) async fn serve(
     result
 }
 
-/// One worker: a single-threaded runtime that accepts and serves until told to exit.
-fn run_worker(index: usize, listener: std::net::TcpListener, context: Context) {
+/// One worker: a single-threaded runtime that serves the connections it is handed until told
+/// to exit.
+fn run_worker(index: usize, incoming: Incoming, context: Context) {
     worker::set_index(index);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -217,24 +229,18 @@ fn run_worker(index: usize, listener: std::net::TcpListener, context: Context) {
         }
     };
     runtime.block_on(async move {
-        match TcpListener::from_std(listener) {
-            Ok(listener) => accept(listener, &context).await,
-            Err(error) => tracing::error!(worker = index, %error, "cannot listen on a worker"),
-        }
+        serve_handed(incoming, &context).await;
         context.exit.cancelled().await;
     });
 }
 
-/// Accepts connections until serving stops, each served on this worker.
-async fn accept(listener: TcpListener, context: &Context) {
-    // Connections of one worker wait on the worker's own tokens: their polls then never
-    // contend with another core's for the tokens' locks.
-    let draining = context.draining.child_token();
-    let abort = context.abort.child_token();
+/// Accepts connections until `shutdown`, handing them to the workers in turn.
+async fn accept(listener: TcpListener, queues: &[Queue], shutdown: &CancellationToken) {
+    let mut next = 0;
     loop {
         let accepted = tokio::select! {
             biased;
-            () = context.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -251,6 +257,38 @@ async fn accept(listener: TcpListener, context: &Context) {
                     tracing::warn!(%error, "cannot accept a connection");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
+                continue;
+            }
+        };
+        // Out of this runtime's reactor, into the worker's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot hand a connection to a worker");
+                continue;
+            }
+        };
+        if queues[next].send((stream, peer)).is_err() {
+            tracing::error!(
+                worker = next,
+                "an activator worker has stopped; closing a connection"
+            );
+        }
+        next = (next + 1) % queues.len();
+    }
+}
+
+/// Serves the connections handed to this worker until the acceptor stops.
+async fn serve_handed(mut incoming: Incoming, context: &Context) {
+    // Connections of one worker wait on the worker's own tokens: their polls then never
+    // contend with another core's for the tokens' locks.
+    let draining = context.draining.child_token();
+    let abort = context.abort.child_token();
+    while let Some((stream, peer)) = incoming.recv().await {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot serve a connection on this worker");
                 continue;
             }
         };
