@@ -9,13 +9,13 @@
 #                direct fixture through an upstream with `keepalive 64`, HTTP/1.1 and
 #                `Connection ""` (the usual production reverse-proxy setup).
 # Then it runs wrk against each in turn with the same settings (keep-alive, fixed connections,
-# DURATION each, one warm-up second first), first with CONNECTIONS connections (throughput),
-# then with one (latency of the hop alone), and prints requests/s, p50 and p99 for each, the
+# DURATION each, one warm-up second first), ROUNDS times with the targets interleaved, first with
+# CONNECTIONS connections (throughput), then with one (latency of the hop alone), and prints requests/s, p50 and p99 for each, the
 # ratios activator/nginx and activator/direct, and the p50 the activator adds over direct.
 # Everything it starts is stopped by pid when it exits, however it exits.
 #
 # Usage: benches/proxy_load.sh
-#        CONNECTIONS=64 THREADS=1 DURATION=10s benches/proxy_load.sh
+#        CONNECTIONS=64 THREADS=1 DURATION=10s ROUNDS=3 benches/proxy_load.sh
 #        LULL_BIN=target/release/lull benches/proxy_load.sh   (skip the build)
 # Needs: cargo, curl, python3; wrk and nginx (installed with apt-get when missing and root).
 set -euo pipefail
@@ -23,6 +23,7 @@ set -euo pipefail
 CONNECTIONS="${CONNECTIONS:-32}"
 THREADS="${THREADS:-1}"
 DURATION="${DURATION:-10s}"
+ROUNDS="${ROUNDS:-3}"
 
 cd "$(dirname "$0")/.."
 
@@ -169,20 +170,45 @@ PY
 DIRECT_URL="http://127.0.0.1:$DIRECT_PORT/predict"
 ACTIVATOR_URL="http://$LISTEN/bench/predict"
 NGINX_URL="http://127.0.0.1:$NGINX_PORT/predict"
+# Runs ROUNDS rounds of `measure $1` over the three targets, the order rotating each round, and
+# prints for each target (direct, activator, nginx) the round with its median requests/s. A
+# shared machine's speed drifts over a minute; interleaving puts each target under the same
+# drift, where three runs one after the other would each get their own.
+rounds() {
+    local connections="$1" urls=("$DIRECT_URL" "$ACTIVATOR_URL" "$NGINX_URL") round i
+    local results=()
+    for ((round = 0; round < ROUNDS; round++)); do
+        for ((i = 0; i < 3; i++)); do
+            local t=$(((i + round) % 3))
+            results+=("$t $(measure "$connections" "${urls[$t]}")")
+        done
+    done
+    printf '%s\n' "${results[@]}" | python3 -c '
+import sys
+runs = {}
+for line in sys.stdin:
+    t, rps, p50, p99 = line.split()
+    runs.setdefault(int(t), []).append((float(rps), p50, p99))
+for t in range(3):
+    ordered = sorted(runs[t])
+    rps, p50, p99 = ordered[len(ordered) // 2]
+    print(f"{rps:.0f} {p50} {p99}")
+'
+}
+
 # Throughput: enough connections to keep every process busy.
-read -r D_RPS D_P50 D_P99 <<<"$(measure "$CONNECTIONS" "$DIRECT_URL")"
-read -r A_RPS A_P50 A_P99 <<<"$(measure "$CONNECTIONS" "$ACTIVATOR_URL")"
-read -r N_RPS N_P50 N_P99 <<<"$(measure "$CONNECTIONS" "$NGINX_URL")"
+{ read -r D_RPS D_P50 D_P99; read -r A_RPS A_P50 A_P99; read -r N_RPS N_P50 N_P99; } \
+    <<<"$(rounds "$CONNECTIONS")"
 # Latency of the hop itself: one connection, so no request queues behind another and the
 # difference to direct is what the proxy adds, not the time spent waiting for a busy core.
-read -r D1_RPS D1_P50 D1_P99 <<<"$(measure 1 "$DIRECT_URL")"
-read -r A1_RPS A1_P50 A1_P99 <<<"$(measure 1 "$ACTIVATOR_URL")"
-read -r N1_RPS N1_P50 N1_P99 <<<"$(measure 1 "$NGINX_URL")"
+{ read -r D1_RPS D1_P50 D1_P99; read -r A1_RPS A1_P50 A1_P99; read -r N1_RPS N1_P50 N1_P99; } \
+    <<<"$(rounds 1)"
 
 echo
 echo "machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
 echo "date:    $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "load:    wrk -t$THREADS -d$DURATION, keep-alive, GET /predict (fixture --work 0ms); -c$CONNECTIONS, then -c1"
+echo "rounds:  $ROUNDS, targets interleaved; each figure is its target's median round by req/s"
 echo "nginx:   $("$NGINX" -v 2>&1 | cut -d/ -f2), worker_processes auto, upstream keepalive 64"
 echo
 printf '%-10s %10s %10s %10s   %10s %10s %10s\n' "" "req/s" "p50 (us)" "p99 (us)" "1c req/s" "1c p50" "1c p99"
