@@ -372,3 +372,47 @@ async fn prune_rate_limits(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_acceptor_hands_connections_to_the_workers_in_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind on loopback");
+        let addr = listener.local_addr().expect("bound address");
+        let (first, mut to_first) = mpsc::unbounded_channel();
+        let (second, mut to_second) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let acceptor = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { accept(listener, &[first, second], &shutdown).await }
+        });
+
+        let mut clients = Vec::new();
+        for _ in 0..6 {
+            clients.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        // A worker whose turn never comes fails the test rather than hanging it.
+        let mut handed = [0, 0];
+        tokio::time::timeout(Duration::from_secs(30), async {
+            for _ in 0..3 {
+                to_first.recv().await.expect("the first worker's turn");
+                handed[0] += 1;
+                to_second.recv().await.expect("the second worker's turn");
+                handed[1] += 1;
+            }
+        })
+        .await
+        .expect("six connections handed out, three to each worker");
+        assert_eq!(handed, [3, 3]);
+
+        shutdown.cancel();
+        acceptor.await.expect("the acceptor stops");
+        // Stopped, it has closed the listener: new clients are refused, not queued.
+        assert!(TcpStream::connect(addr).await.is_err());
+        assert!(to_first.try_recv().is_err() && to_second.try_recv().is_err());
+    }
+}
