@@ -10,6 +10,7 @@
 #
 # Usage: benches/cold_start.sh            (N=5)
 #        N=10 benches/cold_start.sh
+#        LULL_BIN=target/release/lull benches/cold_start.sh   (skip the build)
 # Needs: cargo, curl, python3 (for free ports and JSON).
 set -euo pipefail
 
@@ -18,28 +19,8 @@ STARTUP_DELAY_MS=1000
 TICK=250ms
 
 cd "$(dirname "$0")/.."
-cargo build --release -p lull --bin lull
-LULL="$PWD/target/release/lull"
-
-WORK="$(mktemp -d -t lull-cold-start.XXXXXX)"
-LULL_PID=""
-cleanup() {
-    if [[ -n "$LULL_PID" ]] && kill -0 "$LULL_PID" 2>/dev/null; then
-        kill -TERM "$LULL_PID" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$LULL_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$LULL_PID" 2>/dev/null || true
-        wait "$LULL_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh cold-start
 
 mkdir -p "$WORK/specs"
 cat >"$WORK/specs/bench.yaml" <<EOF
@@ -57,6 +38,7 @@ ADMIN="127.0.0.1:$(free_port)"
 "$LULL" --state-dir "$WORK/state" up "$WORK/specs" --listen "$LISTEN" --admin "$ADMIN" \
     --tick "$TICK" >"$WORK/stdout" 2>"$WORK/stderr" &
 LULL_PID=$!
+PIDS+=("$LULL_PID")
 
 # Prints the number of replicas of `bench` (any phase), or nothing if the admin does not answer.
 replicas() {
@@ -106,7 +88,6 @@ max="$(tail -n 1 <<<"$sorted")"
 kill -TERM "$LULL_PID"
 status=0
 wait "$LULL_PID" || status=$?
-LULL_PID=""
 if [[ "$status" != 0 ]]; then
     echo "lull up exited with $status after SIGTERM" >&2
 fi

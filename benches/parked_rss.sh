@@ -22,12 +22,8 @@ set -euo pipefail
 PARKED="${PARKED:-10000}"
 
 cd "$(dirname "$0")/.."
-if [[ -n "${LULL_BIN:-}" ]]; then
-    LULL="$(realpath "$LULL_BIN")"
-else
-    cargo build --release -p lull --bin lull
-    LULL="$PWD/target/release/lull"
-fi
+# shellcheck source=benches/lib.sh
+source benches/lib.sh parked-rss
 
 # Each parked request holds a connection in lull and one in the client.
 want=$((PARKED + 1024))
@@ -37,31 +33,6 @@ if [[ "$(ulimit -n)" != unlimited && "$(ulimit -n)" -lt "$want" ]]; then
         exit 1
     }
 fi
-
-WORK="$(mktemp -d -t lull-parked-rss.XXXXXX)"
-PIDS=()
-stop_pid() {
-    local pid="$1"
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[$i]}"
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # A deployment at zero whose replica needs five minutes to start: every request parks.
 mkdir -p "$WORK/specs"

@@ -42,38 +42,8 @@ need wrk wrk
 need nginx nginx
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
-if [[ -n "${LULL_BIN:-}" ]]; then
-    LULL="$(realpath "$LULL_BIN")"
-else
-    cargo build --release -p lull --bin lull
-    LULL="$PWD/target/release/lull"
-fi
-
-WORK="$(mktemp -d -t lull-proxy-load.XXXXXX)"
-PIDS=()
-stop_pid() {
-    local pid="$1"
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    # Reverse order: lull up stops its replica itself, nginx its workers.
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[$i]}"
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh proxy-load
 
 wait_ok() {
     local url="$1" what="$2"
