@@ -111,6 +111,18 @@ impl Guard {
     /// Whether `headers` may pass; `Ok(true)` when they carried the key (and so the header
     /// is to be dropped before forwarding).
     pub fn check(&self, key: &DeploymentKey, headers: &HeaderMap) -> Result<bool, Error> {
+        self.check_authorization(
+            key,
+            headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        )
+    }
+
+    /// [`Guard::check`] on the raw `Authorization` value, for callers that hold no header map.
+    pub fn check_authorization(
+        &self,
+        key: &DeploymentKey,
+        authorization: Option<&[u8]>,
+    ) -> Result<bool, Error> {
         let expected = match self {
             Guard::Open => return Ok(false),
             Guard::Key(secret) => secret.expose().as_bytes(),
@@ -121,9 +133,8 @@ impl Guard {
                 });
             }
         };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| presented_key(v.as_bytes()))
+        let presented = authorization
+            .and_then(presented_key)
             .ok_or_else(|| Error::Missing { key: key.clone() })?;
         // The length of the key is not hidden (`ct_eq` returns early on a length mismatch);
         // its content is.

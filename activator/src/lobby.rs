@@ -22,12 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Uri, header};
+use http::Uri;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Guard;
 use crate::prefixed::Prefixed;
 use crate::proxy::Shared;
 use crate::table::Target;
@@ -203,14 +202,12 @@ fn inspect(head: &[u8], shared: &Shared) -> Verdict {
     if !target.enabled || target.limiter.is_some() || !target.endpoints.borrow().is_empty() {
         return Verdict::Serve;
     }
-    if !matches!(target.auth, Guard::Open) {
-        let mut presented = HeaderMap::new();
-        if let Some(value) = find("authorization").and_then(|v| HeaderValue::from_bytes(v).ok()) {
-            presented.insert(header::AUTHORIZATION, value);
-        }
-        if target.auth.check(&target.key, &presented).is_err() {
-            return Verdict::Serve;
-        }
+    if target
+        .auth
+        .check_authorization(&target.key, find("authorization"))
+        .is_err()
+    {
+        return Verdict::Serve;
     }
     Verdict::Park(target.clone())
 }
